@@ -1,0 +1,5 @@
+"""Neural-network building blocks."""
+
+from difftori_core.nn.mlp import MLP
+
+__all__ = ["MLP"]

@@ -1,0 +1,29 @@
+"""One ament_python package: `colcon build` and `pip install .` both install it.
+
+Both the pure library (difftori_core) and the ROS 2 layer (difftori_ros) are installed; the
+ament index marker, package.xml, launch files and configs go to share/difftori_ros so that
+`ros2 launch difftori_ros ...` finds them after either install route.
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "difftori_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="DiffTORI: differentiable trajectory optimization policies and a ROS 2 controller",
+    packages=find_packages(include=["difftori_core", "difftori_core.*", "difftori_ros", "difftori_ros.*"]),
+    python_requires=">=3.10",
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    zip_safe=False,
+    tests_require=["pytest"],
+    entry_points={"console_scripts": []},
+)
