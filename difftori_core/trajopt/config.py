@@ -27,7 +27,8 @@ class SolverConfig:
         damping: LM damping lambda in (J^T J + lambda I) delta = -J^T r.
         backward_mode: "unroll" back-propagates through every iteration; "truncated" through the
             last `backward_iterations`; "implicit" through one Gauss-Newton step at the solution
-            with the Hessian detached (implicit function theorem, Gauss-Newton approximation).
+            with the Hessian detached (implicit function theorem, Gauss-Newton approximation;
+            with fewer residuals than variables the damped Hessian, since J^T J is singular).
         backward_iterations: k for truncated mode.
         rel_tolerance: a sample stops once its relative cost decrease falls below this; 0 runs
             every iteration (the reference behaviour). Never batch-coupled.

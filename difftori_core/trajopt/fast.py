@@ -22,7 +22,7 @@ from difftori_core.trajopt.residuals import Context, Linearizer, Residual
 
 
 def damped_step(
-    r: Tensor, J: Tensor, damping: float, detach_hessian: bool = False
+    r: Tensor, J: Tensor, damping: float | Tensor, detach_hessian: bool = False
 ) -> tuple[Tensor, Tensor]:
     """Per sample, d = (J^T J + damping I)^-1 J^T r (the step is x - d) and the factorization
     status (0 = ok).
@@ -30,19 +30,22 @@ def damped_step(
     With damping > 0 and R < N this uses the push-through identity
     (J^T J + l I)^-1 J^T = J^T (J J^T + l I)^-1: an R x R factorization instead of N x N.
     `detach_hessian` (implicit differentiation) always uses the primal form, so the detached
-    matrix is exactly the Gauss-Newton Hessian. Explicit bmm/baddbmm: `@` on batched transposes
+    matrix is exactly the Gauss-Newton Hessian; only there may `damping` be a per-sample (B,)
+    tensor. Explicit bmm/baddbmm: `@` on batched transposes
     goes through expand/reshape copies, and each op counts at this size.
     """
     n_res, n_var = J.shape[-2:]
     Jt = J.transpose(1, 2)
     rhs = r.unsqueeze(-1)
-    if damping > 0 and n_res < n_var and not detach_hessian:
+    if not detach_hessian and damping > 0 and n_res < n_var:
         gram = torch.baddbmm(_scaled_eye(n_res, damping, J), J, Jt)
         chol, status = torch.linalg.cholesky_ex(gram)
         return torch.bmm(Jt, torch.cholesky_solve(rhs, chol)).squeeze(-1), status
     if detach_hessian:
         hessian = torch.bmm(Jt, J).detach()
-        if damping > 0:
+        if isinstance(damping, Tensor):  # per-sample damping
+            hessian = hessian + damping[:, None, None] * _scaled_eye(n_var, 1.0, J)
+        elif damping > 0:
             hessian = hessian + _scaled_eye(n_var, damping, J)
     elif damping > 0:
         hessian = torch.baddbmm(_scaled_eye(n_var, damping, J), Jt, J)
@@ -116,13 +119,16 @@ class FastSolver:
                 info.initial_cost = r.detach().square().sum(-1)
             if cfg.backward_mode == "implicit":
                 # One Gauss-Newton step at the solution with the Hessian detached (implicit
-                # function theorem); where the GN system is singular, the damped step instead.
-                direction, status = damped_step(r, J, 0.0, detach_hessian=True)
+                # function theorem). With fewer residuals than variables J^T J is singular by
+                # construction, so the damped matrix is used; otherwise samples whose GN system
+                # fails to factorize are re-solved damped, in one factorization (selecting
+                # between two solves would send the failed one's NaNs into backward).
+                full_rank = J.shape[-2] >= J.shape[-1]
+                direction, status = damped_step(r, J, 0.0 if full_rank else cfg.damping, detach_hessian=True)
                 singular = status != 0
-                if bool(singular.any()) and cfg.damping > 0:
-                    damped, status_damped = damped_step(r, J, cfg.damping, detach_hessian=True)
-                    direction = torch.where(singular[:, None], damped, direction)
-                    status = torch.where(singular, status_damped, status)
+                if full_rank and cfg.damping > 0 and bool(singular.any()):
+                    per_sample = singular.to(r.dtype) * cfg.damping
+                    direction, status = damped_step(r, J, per_sample, detach_hessian=True)
                 x = x - direction
             else:
                 direction, status = damped_step(r, J, cfg.effective_damping)

@@ -34,6 +34,11 @@ def make_solver(residual: Residual, config: SolverConfig) -> Solver:
     return TheseusSolver(residual, config)
 
 
+def _cat_infos(infos: list[SolverInfo]) -> SolverInfo:
+    fields = ("iterations", "initial_cost", "final_cost", "converged", "failed")
+    return SolverInfo(**{f: torch.cat([getattr(i, f) for i in infos]) for f in fields})
+
+
 def _rows_finite(t: Tensor) -> Tensor:
     return torch.isfinite(t.detach()).flatten(1).all(-1)
 
@@ -68,6 +73,24 @@ class TrajOptLayer(nn.Module):
                     f"got {tuple(value.shape)}"
                 )
 
+    def _solve_guarded(self, init: Tensor, context: Context) -> tuple[Tensor, SolverInfo]:
+        """Backend solve; if the backend raises (Theseus does when a factorization fails with
+        autograd on), find the culprits by solving each sample alone."""
+        try:
+            return self.solver.solve(init, context)
+        except RuntimeError:
+            if init.shape[0] == 1:
+                info = SolverInfo.empty(1, init.device)
+                info.failed[:] = True
+                return init, info
+        parts = [
+            self._solve_guarded(init[i : i + 1], {k: v[i : i + 1] for k, v in context.items()})
+            for i in range(init.shape[0])
+        ]
+        info = SolverInfo.empty(init.shape[0], init.device)
+        info.scatter_(torch.arange(init.shape[0], device=init.device), _cat_infos([p[1] for p in parts]))
+        return torch.cat([p[0] for p in parts]), info
+
     def forward(self, init: Tensor, context: Context) -> tuple[Tensor, SolverInfo]:
         """Returns the refined actions (B, H, A) and per-sample `SolverInfo`."""
         self._check_inputs(init, context)
@@ -87,7 +110,7 @@ class TrajOptLayer(nn.Module):
             whole = index.numel() == batch
             sub_init = init if whole else init[index]
             sub_ctx = context if whole else {k: v[index] for k, v in context.items()}
-            sub_x, sub_info = self.solver.solve(sub_init, sub_ctx)
+            sub_x, sub_info = self._solve_guarded(sub_init, sub_ctx)
             if not torch.is_grad_enabled() or not bool(sub_info.failed.any()):
                 info.scatter_(index, sub_info)
                 solution = sub_x if whole else init.index_copy(0, index, sub_x)
