@@ -38,8 +38,14 @@ def test_linear_least_squares_gradients_are_exact(backend: str, mode: str, metho
     ctx = {"c": torch.randn(5, 4, dtype=torch.double, requires_grad=True)}
     init = torch.randn(5, 3, 2, dtype=torch.double)
     weights = torch.randn(5, 3, 2, dtype=torch.double)
-    cfg = SolverConfig(backend=backend, method=method, max_iterations=30 if method == "lm" else 3,
-                       damping=1e-4, backward_mode=mode, backward_iterations=3)
+    cfg = SolverConfig(
+        backend=backend,
+        method=method,
+        max_iterations=30 if method == "lm" else 3,
+        damping=1e-4,
+        backward_mode=mode,
+        backward_iterations=3,
+    )
     layer = TrajOptLayer(res, cfg)
     sol, info = layer(init, ctx)
     assert not info.failed.any()
@@ -48,13 +54,13 @@ def test_linear_least_squares_gradients_are_exact(backend: str, mode: str, metho
     params = [res.W, res.C, ctx["c"]]
     got = _grads((sol * weights).sum(), params)
     exact = _grads((res.closed_form(ctx) * weights).sum(), params)
-    for g, e in zip(got, exact):
+    for g, e in zip(got, exact, strict=False):
         torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-6)
 
     # ... and the exact gradient is what finite differences of the closed form give.
     entries = [(0, 0), (3, 5), (8, 1)]
     fd = _finite_difference(lambda: (res.closed_form(ctx) * weights).sum(), res.W, entries)
-    for (i, j), value in zip(entries, fd):
+    for (i, j), value in zip(entries, fd, strict=False):
         assert got[0][i, j].item() == pytest.approx(value, rel=1e-5, abs=1e-7)
 
 
@@ -78,10 +84,10 @@ def test_nonlinear_zero_residual_gradients_match_finite_differences(backend: str
             return (layer(init, ctx)[0] * weights).sum()
 
     entries_a = [(0, 0), (1, 3), (3, 2)]
-    for (i, j), value in zip(entries_a, _finite_difference(solved_loss, res.A, entries_a)):
+    for (i, j), value in zip(entries_a, _finite_difference(solved_loss, res.A, entries_a), strict=False):
         assert got[0][i, j].item() == pytest.approx(value, rel=1e-5, abs=1e-7)
     entries_t = [(0,), (2,)]
-    for (i,), value in zip(entries_t, _finite_difference(solved_loss, res.theta, entries_t)):
+    for (i,), value in zip(entries_t, _finite_difference(solved_loss, res.theta, entries_t), strict=False):
         assert got[1][i].item() == pytest.approx(value, rel=1e-5, abs=1e-7)
 
 

@@ -23,7 +23,11 @@ def _il_problem(seed: int, batch: int) -> tuple[torch.nn.Module, dict, torch.Ten
         ProximityResidual(horizon=4, action_dim=2, weight=0.3),
     ).double()
     init = torch.randn(batch, 4, 2, dtype=torch.double)
-    ctx = {"obs": torch.randn(batch, 6, dtype=torch.double), "z": torch.randn(batch, 3, dtype=torch.double), "init": init}
+    ctx = {
+        "obs": torch.randn(batch, 6, dtype=torch.double),
+        "z": torch.randn(batch, 3, dtype=torch.double),
+        "init": init,
+    }
     return res, ctx, init
 
 
@@ -35,9 +39,17 @@ def _mbrl_problem(seed: int, batch: int, mode: str) -> tuple[torch.nn.Module, di
         reward=MLP(latent + act, (16,), 1, act="elu"),
         value=MLP(latent + act, (16,), 1, act="elu", layer_norm=True),
         policy=MLP(latent, (16,), act, act="elu", out_act="tanh"),
-        horizon=3, action_dim=act, mode=mode, offset=2.0, value_offset=3.0,
+        horizon=3,
+        action_dim=act,
+        mode=mode,
+        offset=2.0,
+        value_offset=3.0,
     ).double()
-    return res, {"latent": torch.randn(batch, latent, dtype=torch.double)}, 0.3 * torch.randn(batch, 3, act, dtype=torch.double)
+    return (
+        res,
+        {"latent": torch.randn(batch, latent, dtype=torch.double)},
+        0.3 * torch.randn(batch, 3, act, dtype=torch.double),
+    )
 
 
 PROBLEMS = {
@@ -57,8 +69,15 @@ def test_fast_matches_theseus(problem: str, mode: str, seed: int) -> None:
     step = 0.5 if problem == "mbrl_scalar" else 1.0
     results = {}
     for backend in ("fast", "theseus"):
-        cfg = SolverConfig(backend=backend, method="lm", max_iterations=8, damping=0.05,
-                           step_size=step, backward_mode=mode, backward_iterations=3)
+        cfg = SolverConfig(
+            backend=backend,
+            method="lm",
+            max_iterations=8,
+            damping=0.05,
+            step_size=step,
+            backward_mode=mode,
+            backward_iterations=3,
+        )
         sol, info = TrajOptLayer(res, cfg)(init, ctx)
         res.zero_grad()
         (sol * torch.linspace(-1, 1, sol.numel(), dtype=sol.dtype).view_as(sol)).sum().backward()
@@ -67,7 +86,7 @@ def test_fast_matches_theseus(problem: str, mode: str, seed: int) -> None:
     (sol_f, grads_f, info_f), (sol_t, grads_t, info_t) = results["fast"], results["theseus"]
     torch.testing.assert_close(sol_f, sol_t, atol=1e-9, rtol=1e-7)
     assert len(grads_f) == len(grads_t) > 0
-    for gf, gt in zip(grads_f, grads_t):
+    for gf, gt in zip(grads_f, grads_t, strict=False):
         torch.testing.assert_close(gf, gt, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(info_f.final_cost, info_t.final_cost, atol=1e-9, rtol=1e-7)
     assert (info_f.final_cost < info_f.initial_cost).all()

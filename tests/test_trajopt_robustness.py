@@ -27,7 +27,9 @@ def _inputs(batch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
 @pytest.mark.parametrize("rel_tolerance", [0.0, 1e-3])
 def test_batch_size_never_changes_one_samples_result(backend: str, rel_tolerance: float) -> None:
     res = _il_residual()
-    layer = TrajOptLayer(res, SolverConfig(backend=backend, max_iterations=15, damping=0.1, rel_tolerance=rel_tolerance))
+    layer = TrajOptLayer(
+        res, SolverConfig(backend=backend, max_iterations=15, damping=0.1, rel_tolerance=rel_tolerance)
+    )
     init, ctx = _inputs(6)
     with torch.no_grad():
         batched, info = layer(init, ctx)
@@ -82,7 +84,7 @@ def test_planted_nan_leaves_other_samples_untouched(backend: str, where: str) ->
     clean_sol, clean_info = layer(init[keep], {k: v[keep] for k, v in ctx.items()})
     assert not clean_info.failed.any()
     torch.testing.assert_close(sol[keep], clean_sol, atol=1e-12, rtol=1e-10)
-    for g, c in zip(grads, _grads_of(inner, (clean_sol * weights).sum())):
+    for g, c in zip(grads, _grads_of(inner, (clean_sol * weights).sum()), strict=False):
         torch.testing.assert_close(g, c, atol=1e-12, rtol=1e-10)
 
 

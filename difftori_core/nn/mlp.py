@@ -89,11 +89,13 @@ class MLP(nn.Module):
         dims = [in_dim, *hidden, out_dim]
         self.in_dim, self.out_dim = in_dim, out_dim
         self.act, self.out_act = act, out_act
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=False))
         self.norms = nn.ModuleList(nn.LayerNorm(h) if layer_norm else nn.Identity() for h in hidden)
         # Plain lists of the same modules: slicing a ModuleList builds a new ModuleList, which
         # costs more than a small matmul. (Parameters stay shared; .to()/load_state_dict are fine.)
-        self._hidden = [(lin, norm if layer_norm else None) for lin, norm in zip(self.linears[:-1], self.norms)]
+        self._hidden = [
+            (lin, norm if layer_norm else None) for lin, norm in zip(self.linears[:-1], self.norms, strict=False)
+        ]
         self._out = self.linears[-1]
 
     def split_first_layer(self, fixed: Tensor, split: int) -> tuple[Tensor, Tensor]:
@@ -124,9 +126,7 @@ class MLP(nn.Module):
             return activation(self.out_act, self._first_preact(x, first))
         return activation(self.out_act, F.linear(x, self._out.weight, self._out.bias))
 
-    def forward_with_jacobian(
-        self, x: Tensor, first: tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def forward_with_jacobian(self, x: Tensor, first: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """Output and its Jacobian w.r.t. the input, for a batch.
 
         Args:
@@ -170,9 +170,7 @@ class MLP(nn.Module):
                 g = g * norm.weight
                 # VJP of (z - mean) / std, row-wise, for every output row of g at once.
                 xh = x_hat.unsqueeze(1)
-                g = inv_std.unsqueeze(1) * (
-                    g - g.mean(-1, keepdim=True) - xh * (g * xh).mean(-1, keepdim=True)
-                )
+                g = inv_std.unsqueeze(1) * (g - g.mean(-1, keepdim=True) - xh * (g * xh).mean(-1, keepdim=True))
             weight = first[0] if (idx == 0 and first is not None) else linear.weight
             g = g @ weight
         return y, g

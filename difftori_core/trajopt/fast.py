@@ -21,9 +21,7 @@ from difftori_core.trajopt.config import SolverConfig, SolverInfo
 from difftori_core.trajopt.residuals import Context, Linearizer, Residual
 
 
-def damped_step(
-    r: Tensor, J: Tensor, damping: float | Tensor, detach_hessian: bool = False
-) -> tuple[Tensor, Tensor]:
+def damped_step(r: Tensor, J: Tensor, damping: float | Tensor, detach_hessian: bool = False) -> tuple[Tensor, Tensor]:
     """Per sample, d = (J^T J + damping I)^-1 J^T r (the step is x - d) and the factorization
     status (0 = ok).
 

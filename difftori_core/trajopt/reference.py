@@ -52,7 +52,7 @@ class ReferenceFlattenedSolver:
 
         def total_residual(optim_vars: tuple[th.Vector], aux_vars: tuple[th.Variable, ...]) -> Tensor:
             acts = optim_vars[0].tensor.view(*shape)
-            ctx = {k: v.tensor.view(batch, *residual.context_spec[k]) for k, v in zip(keys, aux_vars)}
+            ctx = {k: v.tensor.view(batch, *residual.context_spec[k]) for k, v in zip(keys, aux_vars, strict=False)}
             return residual(acts, ctx).sum(0, keepdim=True).view(1, 1)
 
         cost = th.AutoDiffCostFunction([actions], total_residual, 1, aux_vars=ctx_vars, name="reference")

@@ -204,10 +204,10 @@ class StackedResidual(Residual):
         return [t.prepare(context) for t in self.terms]
 
     def evaluate(self, actions: Tensor, prepared: list[Any]) -> Tensor:
-        return torch.cat([t.evaluate(actions, p) for t, p in zip(self.terms, prepared)], dim=-1)
+        return torch.cat([t.evaluate(actions, p) for t, p in zip(self.terms, prepared, strict=False)], dim=-1)
 
     def linearize(self, actions: Tensor, prepared: list[Any]) -> tuple[Tensor, Tensor]:
-        parts = [t.linearize(actions, p) for t, p in zip(self.terms, prepared)]
+        parts = [t.linearize(actions, p) for t, p in zip(self.terms, prepared, strict=False)]
         return torch.cat([p[0] for p in parts], dim=-1), torch.cat([p[1] for p in parts], dim=1)
 
 

@@ -1,0 +1,39 @@
+"""The benchmark script runs and emits well-formed JSON rows (numbers are for benchmarks/, not tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_trajopt_benchmark_emits_json_rows() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/trajopt.py",
+            "--quick",
+            "--problems",
+            "il",
+            "--batches",
+            "1",
+            "--reference-iterations",
+            "3",
+            "--iterations",
+            "3",
+            "--repeats",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    methods = {(r["bench"], r["method"]) for r in rows}
+    assert {("trajopt", "reference"), ("trajopt", "theseus"), ("trajopt", "fast")} <= methods
+    assert all(r.get("fwd_bwd_ms", r.get("ms_median", 0)) > 0 for r in rows)
