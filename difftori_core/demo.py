@@ -150,7 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     cfg = load_config(DemoConfig, args.config, args.overrides)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     result = run(cfg)
     log.info("base policy held-out MSE   %.4f", result["base_policy_test_mse"])
     log.info("DiffTORI refined chunk MSE %.4f  (%.1fx lower)", result["difftori_test_mse"], result["improvement"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -94,10 +95,16 @@ class SolverInfo:
             failed=torch.zeros(batch, dtype=torch.bool, device=device),
         )
 
+    @classmethod
+    def cat(cls, infos: list[SolverInfo]) -> SolverInfo:
+        """Infos of consecutive row blocks, as one."""
+        return cls(**{f.name: torch.cat([getattr(i, f.name) for i in infos]) for f in dataclasses.fields(cls)})
+
     def scatter_(self, index: Tensor, other: SolverInfo) -> SolverInfo:
         """Write `other` (a solve of the rows `index`) into this info."""
-        for name in ("iterations", "initial_cost", "final_cost", "converged", "failed"):
-            getattr(self, name)[index] = getattr(other, name).to(getattr(self, name).dtype)
+        for f in dataclasses.fields(self):
+            mine = getattr(self, f.name)
+            mine[index] = getattr(other, f.name).to(mine.dtype)
         return self
 
     def summary(self) -> dict[str, float]:

@@ -29,8 +29,8 @@ def damped_step(r: Tensor, J: Tensor, damping: float | Tensor, detach_hessian: b
     (J^T J + l I)^-1 J^T = J^T (J J^T + l I)^-1: an R x R factorization instead of N x N.
     `detach_hessian` (implicit differentiation) always uses the primal form, so the detached
     matrix is exactly the Gauss-Newton Hessian; only there may `damping` be a per-sample (B,)
-    tensor. Explicit bmm/baddbmm: `@` on batched transposes
-    goes through expand/reshape copies, and each op counts at this size.
+    tensor. Explicit bmm/baddbmm: `@` on batched transposes goes through expand/reshape copies,
+    and each op counts at this size.
     """
     n_res, n_var = J.shape[-2:]
     Jt = J.transpose(1, 2)

@@ -34,11 +34,6 @@ def make_solver(residual: Residual, config: SolverConfig) -> Solver:
     return TheseusSolver(residual, config)
 
 
-def _cat_infos(infos: list[SolverInfo]) -> SolverInfo:
-    fields = ("iterations", "initial_cost", "final_cost", "converged", "failed")
-    return SolverInfo(**{f: torch.cat([getattr(i, f) for i in infos]) for f in fields})
-
-
 def _rows_finite(t: Tensor) -> Tensor:
     return torch.isfinite(t.detach()).flatten(1).all(-1)
 
@@ -87,9 +82,7 @@ class TrajOptLayer(nn.Module):
             self._solve_guarded(init[i : i + 1], {k: v[i : i + 1] for k, v in context.items()})
             for i in range(init.shape[0])
         ]
-        info = SolverInfo.empty(init.shape[0], init.device)
-        info.scatter_(torch.arange(init.shape[0], device=init.device), _cat_infos([p[1] for p in parts]))
-        return torch.cat([p[0] for p in parts]), info
+        return torch.cat([p[0] for p in parts]), SolverInfo.cat([p[1] for p in parts])
 
     def forward(self, init: Tensor, context: Context) -> tuple[Tensor, SolverInfo]:
         """Returns the refined actions (B, H, A) and per-sample `SolverInfo`."""
