@@ -25,14 +25,14 @@ def test_analytic_jacobian_matches_autograd(act: str, layer_norm: bool, out_act:
 
 
 @pytest.mark.parametrize("hidden", [(), (16,), (16, 8)])
-def test_split_first_layer_gives_jacobian_of_the_varying_part(hidden: tuple[int, ...]) -> None:
+def test_plan_with_fixed_columns_gives_jacobian_of_the_varying_part(hidden: tuple[int, ...]) -> None:
     mlp = MLP(10, hidden, 3, act="elu").double()
     x = torch.randn(6, 10, dtype=torch.double)
-    first = mlp.split_first_layer(x[:, :4], 4)
-    y, J = mlp.forward_with_jacobian(x[:, 4:], first=first)
+    plan = mlp.plan(fixed=x[:, :4])
+    y, J = mlp.forward_with_jacobian(x[:, 4:], plan)
     full = torch.func.vmap(torch.func.jacrev(mlp))(x)
     torch.testing.assert_close(y, mlp(x))
-    torch.testing.assert_close(mlp(x[:, 4:], first=first), mlp(x))
+    torch.testing.assert_close(mlp(x[:, 4:], plan), mlp(x))
     torch.testing.assert_close(J, full[..., 4:], atol=1e-10, rtol=1e-8)
 
 

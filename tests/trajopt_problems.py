@@ -30,12 +30,12 @@ class LinearResidual(Residual):
         u = actions.reshape(actions.shape[0], -1)
         return (u @ self.W.T + context["c"] @ self.C.T) * self._scale(context)
 
-    def linearize(self, actions: Tensor, context: Context) -> tuple[Tensor, Tensor]:
+    def linearize(self, flat: Tensor, context: Context) -> tuple[Tensor, Tensor]:
         scale = self._scale(context)
-        J = self.W.expand(actions.shape[0], -1, -1)
+        J = self.W.expand(flat.shape[0], -1, -1)
         if not isinstance(scale, float):
             J = J * scale[:, :, None]
-        return self.forward(actions, context), J
+        return self.forward(flat, context), J
 
     def closed_form(self, context: Context) -> Tensor:
         rhs = -(context["c"] @ self.C.T) @ self.W  # (B, N) = -(W^T C c)^T

@@ -11,6 +11,7 @@ back-propagate through it).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -62,6 +63,33 @@ def activation_derivative(name: str, pre: Tensor, post: Tensor) -> Tensor:
     raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
 
 
+@dataclass
+class _Layer:
+    weight: Tensor  # (out, in)
+    weight_t: Tensor  # (in, out), for addmm
+    bias: Tensor  # (out,) or, for a folded first layer, (B, out)
+    norm: tuple[Tensor, Tensor, float] | None = None  # LayerNorm (gamma, beta, eps)
+
+
+@dataclass
+class MLPPlan:
+    """An MLP's weights as plain tensors, for one batch of calls with the same parameters.
+
+    Ops on `nn.Parameter`s pay a Python dispatch (about 7 us each on a small CPU), and a
+    millisecond-class solve makes hundreds of them; a plan takes that cost once. Its tensors
+    are autograd views of the parameters, so gradients flow through them as usual. Build a new
+    plan whenever the parameters may have changed (solvers build one per solve).
+    """
+
+    hidden: list[_Layer]
+    out: _Layer
+
+
+def _affine(x: Tensor, layer: _Layer) -> Tensor:
+    # addmm is one op where `x @ W^T + b` is two; it needs a matrix input.
+    return torch.addmm(layer.bias, x, layer.weight_t) if x.dim() == 2 else x @ layer.weight_t + layer.bias
+
+
 class MLP(nn.Module):
     """Linear -> [LayerNorm] -> activation, repeated; a plain Linear output layer.
 
@@ -89,88 +117,79 @@ class MLP(nn.Module):
         dims = [in_dim, *hidden, out_dim]
         self.in_dim, self.out_dim = in_dim, out_dim
         self.act, self.out_act = act, out_act
+        self.layer_norm = layer_norm
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=False))
         self.norms = nn.ModuleList(nn.LayerNorm(h) if layer_norm else nn.Identity() for h in hidden)
-        # Plain lists of the same modules: slicing a ModuleList builds a new ModuleList, which
-        # costs more than a small matmul. (Parameters stay shared; .to()/load_state_dict are fine.)
-        self._hidden = [
-            (lin, norm if layer_norm else None) for lin, norm in zip(self.linears[:-1], self.norms, strict=False)
-        ]
-        self._out = self.linears[-1]
 
-    def split_first_layer(self, fixed: Tensor, split: int) -> tuple[Tensor, Tensor]:
-        """Fold the first `split` input columns, fixed across calls, into a per-sample bias.
+    def plan(self, fixed: Tensor | None = None) -> MLPPlan:
+        """The weights as plain tensors (see `MLPPlan`), optionally with the first input columns
+        fixed: for inputs [fixed, x] the plan's first layer takes only `x`, with `fixed`'s share
+        folded into a per-sample bias once (e.g. the observation context of a learned cost that
+        a solver evaluates at many action sequences)."""
+        layers = []
+        for idx, linear in enumerate(self.linears):
+            weight, bias = linear.weight.view_as(linear.weight), linear.bias.view_as(linear.bias)
+            if idx == 0 and fixed is not None:
+                split = fixed.shape[-1]
+                bias = F.linear(fixed, weight[:, :split], bias)
+                weight = weight[:, split:].contiguous()
+            norm = None
+            if self.layer_norm and idx < len(self.norms):
+                ln = self.norms[idx]
+                norm = (ln.weight.view_as(ln.weight), ln.bias.view_as(ln.bias), ln.eps)
+            layers.append(_Layer(weight, weight.t(), bias, norm))
+        return MLPPlan(hidden=layers[:-1], out=layers[-1])
 
-        For an input [fixed, x], returns (weight, bias) such that the first layer's
-        pre-activation is x @ weight.T + bias; pass them as `first=` to `forward` and
-        `forward_with_jacobian`, which then take only `x` and differentiate w.r.t. it.
-        """
-        first = self.linears[0]
-        bias = F.linear(fixed, first.weight[:, :split], first.bias)
-        return first.weight[:, split:].contiguous(), bias
+    def forward(self, x: Tensor, plan: MLPPlan | None = None) -> Tensor:
+        """x: (..., in_dim) -> (..., out_dim)."""
+        plan = plan or self.plan()
+        for layer in plan.hidden:
+            h = _affine(x, layer)
+            if layer.norm is not None:
+                h = F.layer_norm(h, h.shape[-1:], *layer.norm)
+            x = activation(self.act, h)
+        return activation(self.out_act, _affine(x, plan.out))
 
-    def _first_preact(self, x: Tensor, first: tuple[Tensor, Tensor] | None) -> Tensor:
-        if first is None:
-            return F.linear(x, self.linears[0].weight, self.linears[0].bias)
-        weight, bias = first
-        return torch.addmm(bias, x, weight.t())
-
-    def forward(self, x: Tensor, first: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        # F.linear rather than module calls: this runs every solver iteration, where per-call
-        # overhead is a sizeable part of a millisecond-class control tick.
-        layers = self._hidden
-        for idx, (linear, norm) in enumerate(layers):
-            x = self._first_preact(x, first) if idx == 0 else F.linear(x, linear.weight, linear.bias)
-            x = activation(self.act, x if norm is None else norm(x))
-        if not layers:
-            return activation(self.out_act, self._first_preact(x, first))
-        return activation(self.out_act, F.linear(x, self._out.weight, self._out.bias))
-
-    def forward_with_jacobian(self, x: Tensor, first: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    def forward_with_jacobian(self, x: Tensor, plan: MLPPlan | None = None) -> tuple[Tensor, Tensor]:
         """Output and its Jacobian w.r.t. the input, for a batch.
 
         Args:
-            x: (B, in_dim) input, or only the varying part when `first` comes from
-                `split_first_layer`.
-            first: optional (weight, bias) replacing the first layer (see `split_first_layer`).
+            x: (B, in_dim) input, or only the varying part with a plan from `plan(fixed)`.
+            plan: weights to use (built on the fly when omitted).
 
         Returns:
             y: (B, out_dim), J: (B, out_dim, x.shape[1]).
         """
+        plan = plan or self.plan()
         # Forward, keeping what the reverse sweep needs.
         saved: list[tuple[Tensor, Tensor, Tensor | None, Tensor | None]] = []  # pre, post, x_hat, 1/std
         h = x
-        for idx, (linear, norm) in enumerate(self._hidden):
-            pre = self._first_preact(h, first) if idx == 0 else F.linear(h, linear.weight, linear.bias)
-            if norm is not None:
-                mean = pre.mean(-1, keepdim=True)
-                var = pre.var(-1, unbiased=False, keepdim=True)
-                inv_std = torch.rsqrt(var + norm.eps)
+        for layer in plan.hidden:
+            pre = torch.addmm(layer.bias, h, layer.weight_t)
+            x_hat = inv_std = None
+            if layer.norm is not None:
+                gamma, beta, eps = layer.norm
+                var, mean = torch.var_mean(pre, -1, unbiased=False, keepdim=True)
+                inv_std = torch.rsqrt(var + eps)
                 x_hat = (pre - mean) * inv_std
-                pre = x_hat * norm.weight + norm.bias
-                h = activation(self.act, pre)
-                saved.append((pre, h, x_hat, inv_std))
-            else:
-                h = activation(self.act, pre)
-                saved.append((pre, h, None, None))
-        out_pre = F.linear(h, self._out.weight, self._out.bias) if saved else self._first_preact(h, first)
+                pre = torch.addcmul(beta, x_hat, gamma)
+            h = activation(self.act, pre)
+            saved.append((pre, h, x_hat, inv_std))
+        out_pre = torch.addmm(plan.out.bias, h, plan.out.weight_t)
         y = activation(self.out_act, out_pre)
 
         # Reverse sweep: G = dy/dh_l, shape (B, out_dim, width_l).
-        g = self._out.weight if (saved or first is None) else first[0]
+        g = plan.out.weight
         if self.out_act != "identity":
             g = activation_derivative(self.out_act, out_pre, y).unsqueeze(-1) * g
         if not saved:
-            g = g.expand(x.shape[0], -1, -1)
-        for idx in range(len(saved) - 1, -1, -1):
-            pre, post, x_hat, inv_std = saved[idx]
+            return y, g.expand(x.shape[0], -1, -1)
+        for layer, (pre, post, x_hat, inv_std) in zip(reversed(plan.hidden), reversed(saved), strict=True):
             g = g * activation_derivative(self.act, pre, post).unsqueeze(1)  # -> (B, out, h)
-            linear, norm = self._hidden[idx]
-            if x_hat is not None:
-                g = g * norm.weight
+            if layer.norm is not None:
+                g = g * layer.norm[0]
                 # VJP of (z - mean) / std, row-wise, for every output row of g at once.
                 xh = x_hat.unsqueeze(1)
                 g = inv_std.unsqueeze(1) * (g - g.mean(-1, keepdim=True) - xh * (g * xh).mean(-1, keepdim=True))
-            weight = first[0] if (idx == 0 and first is not None) else linear.weight
-            g = g @ weight
+            g = g @ layer.weight
         return y, g

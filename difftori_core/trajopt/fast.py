@@ -21,7 +21,9 @@ from difftori_core.trajopt.config import SolverConfig, SolverInfo
 from difftori_core.trajopt.residuals import Context, Linearizer, Residual
 
 
-def damped_step(r: Tensor, J: Tensor, damping: float | Tensor, detach_hessian: bool = False) -> tuple[Tensor, Tensor]:
+def damped_step(
+    r: Tensor, J: Tensor, damping: float | Tensor, detach_hessian: bool = False, eye: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Per sample, d = (J^T J + damping I)^-1 J^T r (the step is x - d) and the factorization
     status (0 = ok).
 
@@ -29,16 +31,17 @@ def damped_step(r: Tensor, J: Tensor, damping: float | Tensor, detach_hessian: b
     (J^T J + l I)^-1 J^T = J^T (J J^T + l I)^-1: an R x R factorization instead of N x N.
     `detach_hessian` (implicit differentiation) always uses the primal form, so the detached
     matrix is exactly the Gauss-Newton Hessian; only there may `damping` be a per-sample (B,)
-    tensor. Explicit bmm/baddbmm: `@` on batched transposes goes through expand/reshape copies,
-    and each op counts at this size.
+    tensor. `eye`, when given, is the identity of the system's size already scaled by `damping`
+    (solvers build it once per solve rather than every iteration). Explicit bmm/baddbmm: `@` on
+    batched transposes goes through expand/reshape copies, and each op counts at this size.
     """
     n_res, n_var = J.shape[-2:]
     Jt = J.transpose(1, 2)
     rhs = r.unsqueeze(-1)
     if not detach_hessian and damping > 0 and n_res < n_var:
-        gram = torch.baddbmm(_scaled_eye(n_res, damping, J), J, Jt)
+        gram = torch.baddbmm(eye if eye is not None else _scaled_eye(n_res, damping, J), J, Jt)
         chol, status = torch.linalg.cholesky_ex(gram)
-        return torch.bmm(Jt, torch.cholesky_solve(rhs, chol)).squeeze(-1), status
+        return torch.bmm(Jt, _cholesky_solve(rhs, chol)).squeeze(-1), status
     if detach_hessian:
         hessian = torch.bmm(Jt, J).detach()
         if isinstance(damping, Tensor):  # per-sample damping
@@ -46,11 +49,18 @@ def damped_step(r: Tensor, J: Tensor, damping: float | Tensor, detach_hessian: b
         elif damping > 0:
             hessian = hessian + _scaled_eye(n_var, damping, J)
     elif damping > 0:
-        hessian = torch.baddbmm(_scaled_eye(n_var, damping, J), Jt, J)
+        hessian = torch.baddbmm(eye if eye is not None else _scaled_eye(n_var, damping, J), Jt, J)
     else:
         hessian = torch.bmm(Jt, J)
     chol, status = torch.linalg.cholesky_ex(hessian)
-    return torch.cholesky_solve(torch.bmm(Jt, rhs), chol).squeeze(-1), status
+    return _cholesky_solve(torch.bmm(Jt, rhs), chol).squeeze(-1), status
+
+
+def _cholesky_solve(rhs: Tensor, chol: Tensor) -> Tensor:
+    """(L L^T)^-1 rhs by two triangular solves: `torch.cholesky_solve` also validates its input
+    with a host sync and a copy, which costs a fifth of an iteration at control-tick sizes."""
+    y = torch.linalg.solve_triangular(chol, rhs, upper=False)
+    return torch.linalg.solve_triangular(chol.mT, y, upper=True)
 
 
 def _scaled_eye(n: int, scale: float, like: Tensor) -> Tensor:
@@ -64,6 +74,7 @@ class FastSolver:
         self.residual = residual
         self.config = config
         self._shape = (residual.horizon, residual.action_dim)
+        self._eyes: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
     def solve(self, init: Tensor, context: Context) -> tuple[Tensor, SolverInfo]:
         """Solve from `init` (B, H, A); returns the solution (B, H, A) and per-sample info.
@@ -74,47 +85,51 @@ class FastSolver:
         """
         cfg = self.config
         batch = init.shape[0]
-        info = SolverInfo.empty(batch, init.device)
         x = init.reshape(batch, -1)
         n_grad = cfg.grad_iterations() if torch.is_grad_enabled() else 0
         n_free = cfg.max_iterations - n_grad
         early_stop = cfg.rel_tolerance > 0
-        prev_cost: Tensor | None = None
+        damping = cfg.effective_damping
         linearizer = Linearizer(self.residual, context, cfg.jacobian)
-        shape = (batch, *self._shape)
+        eye = self._damping_eye(init)
         statuses: list[Tensor] = []  # factorization status per iteration, reduced once at the end
+        initial_cost: Tensor | None = None
+        # Early stopping needs per-sample bookkeeping every iteration; without it the loop is
+        # straight-line and the counters are filled in once at the end.
+        iterations = torch.zeros(batch, dtype=torch.long, device=init.device) if early_stop else None
+        converged = torch.zeros(batch, dtype=torch.bool, device=init.device)
+        failed = torch.zeros_like(converged) if early_stop else None
 
         with torch.no_grad():
             if n_free > 0:
                 x = x.detach()
+            prev_cost: Tensor | None = None
             for it in range(n_free):
-                r, J = linearizer(x.view(shape))
+                r, J = linearizer(x)
                 if it == 0 or early_stop:
                     cost = r.square().sum(-1)
                     if it == 0:
-                        info.initial_cost = cost
-                direction, status = damped_step(r, J, cfg.effective_damping)
+                        initial_cost = cost
+                direction, status = damped_step(r, J, damping, eye=eye)
                 statuses.append(status)
                 if early_stop:
-                    info.failed |= status != 0
+                    failed |= status != 0
                     if prev_cost is not None:
-                        info.converged |= (prev_cost - cost).abs() <= cfg.rel_tolerance * prev_cost.abs()
-                    frozen = info.converged | info.failed
+                        converged |= (prev_cost - cost).abs() <= cfg.rel_tolerance * prev_cost.abs()
+                    frozen = converged | failed
                     if bool(frozen.all()):
                         break
                     direction = direction.masked_fill(frozen[:, None], 0.0)
-                    info.iterations += (~frozen).long()
+                    iterations += (~frozen).long()
                     prev_cost = cost
                 x = torch.add(x, direction, alpha=-cfg.step_size)
-            if not early_stop:  # then the loop never breaks early
-                info.iterations += n_free
 
         # Gradient-carrying iterations: every sample steps, converged ones too (their step is ~0
         # in value but carries the sensitivity of the solution to the parameters).
         for it in range(n_grad):
-            r, J = linearizer(x.view(shape))
+            r, J = linearizer(x)
             if n_free == 0 and it == 0:
-                info.initial_cost = r.detach().square().sum(-1)
+                initial_cost = r.detach().square().sum(-1)
             if cfg.backward_mode == "implicit":
                 # One Gauss-Newton step at the solution with the Hessian detached (implicit
                 # function theorem). With fewer residuals than variables J^T J is singular by
@@ -129,16 +144,40 @@ class FastSolver:
                     direction, status = damped_step(r, J, per_sample, detach_hessian=True)
                 x = x - direction
             else:
-                direction, status = damped_step(r, J, cfg.effective_damping)
+                direction, status = damped_step(r, J, damping, eye=eye)
                 x = x - cfg.step_size * direction
             statuses.append(status)
-            info.iterations += 1
 
         with torch.no_grad():
-            if statuses:
-                info.failed |= torch.stack(statuses).ne(0).any(0)
             solution = x.detach()
-            final = linearizer.residual_only(solution.view(shape)).square().sum(-1)
-            info.failed |= ~(torch.isfinite(final) & torch.isfinite(solution).all(-1))
-            info.final_cost = torch.where(info.failed, info.initial_cost, final)
+            final = linearizer.residual_only(solution).square().sum(-1)
+            # One reduction covers a failed factorization in any iteration and a non-finite
+            # solution or final cost.
+            bad = torch.stack(statuses).ne(0).any(0) if statuses else converged
+            bad = bad | ~torch.isfinite(final + solution.sum(-1))
+            if failed is not None:
+                bad |= failed
+            if iterations is None:
+                iterations = torch.full((batch,), cfg.max_iterations, dtype=torch.long, device=init.device)
+            else:
+                iterations += n_grad
+            assert initial_cost is not None  # max_iterations >= 1
+            info = SolverInfo(
+                iterations=iterations,
+                initial_cost=initial_cost,
+                final_cost=torch.where(bad, initial_cost, final),
+                converged=converged,
+                failed=bad,
+            )
         return x.view_as(init), info
+
+    def _damping_eye(self, like: Tensor) -> Tensor | None:
+        """damping * I of the size damped_step factorizes, cached per device and dtype."""
+        damping = self.config.effective_damping
+        if damping <= 0:
+            return None
+        n = min(self.residual.dim, self.residual.num_vars)
+        key = (like.device, like.dtype)
+        if key not in self._eyes:
+            self._eyes[key] = _scaled_eye(n, damping, like)
+        return self._eyes[key]

@@ -34,8 +34,9 @@ def make_solver(residual: Residual, config: SolverConfig) -> Solver:
     return TheseusSolver(residual, config)
 
 
-def _rows_finite(t: Tensor) -> Tensor:
-    return torch.isfinite(t.detach()).flatten(1).all(-1)
+def _rows_finite(*tensors: Tensor) -> Tensor:
+    """Per sample: are all entries of all `tensors` (each (B, ...)) finite?"""
+    return torch.isfinite(torch.cat([t.flatten(1) for t in tensors], dim=1)).all(-1)
 
 
 class TrajOptLayer(nn.Module):
@@ -89,9 +90,15 @@ class TrajOptLayer(nn.Module):
         self._check_inputs(init, context)
         context = {k: context[k] for k in self.residual.context_spec}
         batch = init.shape[0]
-        healthy = _rows_finite(init)
-        for value in context.values():
-            healthy &= _rows_finite(value)
+        healthy = _rows_finite(init, *context.values())
+        if bool(healthy.all()):
+            # The common case, kept to a few ops: everything enters the solver, and unless a
+            # sample fails under autograd (then the isolation below runs) its result stands.
+            solution, info = self._solve_guarded(init, context)
+            if not bool(info.failed.any()):
+                return solution, info
+            if not torch.is_grad_enabled():
+                return torch.where(info.failed[:, None, None], init, solution), info
 
         info = SolverInfo.empty(batch, init.device)
         info.failed |= ~healthy

@@ -5,8 +5,9 @@ context tensors (each (B, ...)) to residuals (B, R), samples independent of each
 
 Residuals with an analytic Jacobian (`has_analytic_jacobian`) split the work in two:
 `prepare(context)` does what depends only on the context, once per solve (e.g. the context's
-share of the first layer), and `linearize(actions, prepared)` returns the residual and its
-Jacobian w.r.t. the flattened actions (B, R, H*A) at every iteration. Others get their Jacobian
+share of the first layer), and `linearize(flat, prepared)` returns the residual and its Jacobian
+(B, R, H*A) at the flattened actions `flat` (B, H*A) at every iteration (solvers iterate on the
+flat vector; a reshape per call is an op per call). Others get their Jacobian
 from `torch.func` autodiff. `Linearizer` hides the difference from the solvers.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from difftori_core.nn.mlp import MLP
+from difftori_core.nn.mlp import MLP, MLPPlan
 
 Context = Mapping[str, Tensor]
 
@@ -46,12 +47,12 @@ class Residual(nn.Module):
         """Context-only work shared by every iteration of one solve."""
         return context
 
-    def evaluate(self, actions: Tensor, prepared: Any) -> Tensor:
-        """The residual from prepared context (equals `forward(actions, context)`)."""
-        return self.forward(actions, prepared)
+    def evaluate(self, flat: Tensor, prepared: Any) -> Tensor:
+        """The residual at flattened actions (B, H*A) from prepared context (equals `forward`)."""
+        return self.forward(flat.view(-1, self.horizon, self.action_dim), prepared)
 
-    def linearize(self, actions: Tensor, prepared: Any) -> tuple[Tensor, Tensor]:
-        """(r, dr/d vec(actions)) analytically; only when `has_analytic_jacobian`."""
+    def linearize(self, flat: Tensor, prepared: Any) -> tuple[Tensor, Tensor]:
+        """(r, dr/d flat) analytically at flattened actions; only when `has_analytic_jacobian`."""
         raise NotImplementedError(f"{type(self).__name__} has no analytic Jacobian")
 
 
@@ -69,7 +70,7 @@ def autodiff_jacobian(residual: Residual, actions: Tensor, context: Context) -> 
 
 
 class Linearizer:
-    """One solve's view of a residual: context prepared once, then r and J per iterate.
+    """One solve's view of a residual: context prepared once, then r and J per flat iterate (B, H*A).
 
     `mode`: "auto" (analytic when the residual has it), "analytic" (required) or "autodiff".
     """
@@ -82,22 +83,23 @@ class Linearizer:
         self.residual = residual
         self.context = context
         self.analytic = mode != "autodiff" and residual.has_analytic_jacobian
-        self.prepared = residual.prepare(context) if self.analytic else context
+        self.prepared = residual.prepare(context)
 
-    def residual_only(self, actions: Tensor) -> Tensor:
-        return self.residual.evaluate(actions, self.prepared)
+    def residual_only(self, flat: Tensor) -> Tensor:
+        return self.residual.evaluate(flat, self.prepared)
 
-    def __call__(self, actions: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, flat: Tensor) -> tuple[Tensor, Tensor]:
         if self.analytic:
-            return self.residual.linearize(actions, self.prepared)
-        return autodiff_jacobian(self.residual, actions, self.context)
+            return self.residual.linearize(flat, self.prepared)
+        res = self.residual
+        return autodiff_jacobian(res, flat.view(-1, res.horizon, res.action_dim), self.context)
 
 
 def residual_and_jacobian(
     residual: Residual, actions: Tensor, context: Context, mode: str = "auto"
 ) -> tuple[Tensor, Tensor]:
-    """r (B, R) and J (B, R, H*A) at `actions` (one-off; solvers keep a `Linearizer`)."""
-    return Linearizer(residual, context, mode)(actions)
+    """r (B, R) and J (B, R, H*A) at `actions` (B, H, A) (one-off; solvers keep a `Linearizer`)."""
+    return Linearizer(residual, context, mode)(actions.reshape(actions.shape[0], -1))
 
 
 class MLPResidual(Residual):
@@ -135,14 +137,14 @@ class MLPResidual(Residual):
         flat = actions.reshape(actions.shape[0], -1)
         return self.mlp(torch.cat([self._context(context), flat], dim=-1))
 
-    def prepare(self, context: Context) -> tuple[Tensor, Tensor]:
-        return self.mlp.split_first_layer(self._context(context), self.context_width)
+    def prepare(self, context: Context) -> MLPPlan:
+        return self.mlp.plan(fixed=self._context(context))
 
-    def evaluate(self, actions: Tensor, prepared: tuple[Tensor, Tensor]) -> Tensor:
-        return self.mlp(actions.reshape(actions.shape[0], -1), first=prepared)
+    def evaluate(self, flat: Tensor, prepared: MLPPlan) -> Tensor:
+        return self.mlp(flat, prepared)
 
-    def linearize(self, actions: Tensor, prepared: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        return self.mlp.forward_with_jacobian(actions.reshape(actions.shape[0], -1), first=prepared)
+    def linearize(self, flat: Tensor, prepared: MLPPlan) -> tuple[Tensor, Tensor]:
+        return self.mlp.forward_with_jacobian(flat, prepared)
 
 
 class ProximityResidual(Residual):
@@ -163,15 +165,15 @@ class ProximityResidual(Residual):
         return self.scale * (actions - context[self.key]).reshape(actions.shape[0], -1)
 
     def prepare(self, context: Context) -> tuple[Tensor, Tensor]:
-        anchor = context[self.key]
+        anchor = context[self.key].reshape(-1, self.num_vars)
         eye = torch.eye(self.num_vars, dtype=anchor.dtype, device=anchor.device) * self.scale
         return anchor, eye.expand(anchor.shape[0], -1, -1)
 
-    def evaluate(self, actions: Tensor, prepared: tuple[Tensor, Tensor]) -> Tensor:
-        return self.scale * (actions - prepared[0]).reshape(actions.shape[0], -1)
+    def evaluate(self, flat: Tensor, prepared: tuple[Tensor, Tensor]) -> Tensor:
+        return self.scale * (flat - prepared[0])
 
-    def linearize(self, actions: Tensor, prepared: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        return self.evaluate(actions, prepared), prepared[1]
+    def linearize(self, flat: Tensor, prepared: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        return self.evaluate(flat, prepared), prepared[1]
 
 
 class StackedResidual(Residual):
@@ -203,11 +205,11 @@ class StackedResidual(Residual):
     def prepare(self, context: Context) -> list[Any]:
         return [t.prepare(context) for t in self.terms]
 
-    def evaluate(self, actions: Tensor, prepared: list[Any]) -> Tensor:
-        return torch.cat([t.evaluate(actions, p) for t, p in zip(self.terms, prepared, strict=False)], dim=-1)
+    def evaluate(self, flat: Tensor, prepared: list[Any]) -> Tensor:
+        return torch.cat([t.evaluate(flat, p) for t, p in zip(self.terms, prepared, strict=True)], dim=-1)
 
-    def linearize(self, actions: Tensor, prepared: list[Any]) -> tuple[Tensor, Tensor]:
-        parts = [t.linearize(actions, p) for t, p in zip(self.terms, prepared, strict=False)]
+    def linearize(self, flat: Tensor, prepared: list[Any]) -> tuple[Tensor, Tensor]:
+        parts = [t.linearize(flat, p) for t, p in zip(self.terms, prepared, strict=True)]
         return torch.cat([p[0] for p in parts], dim=-1), torch.cat([p[1] for p in parts], dim=1)
 
 
@@ -265,30 +267,42 @@ class RolloutResidual(Residual):
         return torch.tensor(vals, dtype=like.dtype, device=like.device)
 
     def forward(self, actions: Tensor, context: Context) -> Tensor:
-        z = context["latent"]
+        return self.evaluate(actions.reshape(actions.shape[0], -1), self.prepare(context))
+
+    def prepare(self, context: Context) -> tuple[Tensor, dict[str, MLPPlan]]:
+        nets = {"reward": self.reward, "dynamics": self.dynamics}
+        if self.value is not None and self.policy is not None:
+            nets.update(value=self.value, policy=self.policy)
+        return context["latent"], {name: net.plan() for name, net in nets.items()}
+
+    def evaluate(self, flat: Tensor, prepared: tuple[Tensor, dict[str, MLPPlan]]) -> Tensor:
+        z, plans = prepared
+        actions = flat.view(-1, self.horizon, self.action_dim)
         scores = []
         for t in range(self.horizon):
             za = torch.cat([z, actions[:, t]], dim=-1)
-            scores.append(self.reward(za))
-            z = self.dynamics(za)
+            scores.append(self.reward(za, plans["reward"]))
+            z = self.dynamics(za, plans["dynamics"])
         if self.value is not None:
-            scores.append(self.value(torch.cat([z, self.policy(z)], dim=-1)))
+            a = self.policy(z, plans["policy"])
+            scores.append(self.value(torch.cat([z, a], dim=-1), plans["value"]))
         s = torch.cat(scores, dim=-1)
         return self._combine(s, self._offsets(s))
 
     has_analytic_jacobian = True
 
-    def linearize(self, actions: Tensor, context: Context) -> tuple[Tensor, Tensor]:
+    def linearize(self, flat: Tensor, prepared: tuple[Tensor, dict[str, MLPPlan]]) -> tuple[Tensor, Tensor]:
         # Forward-mode chain rule through the rollout: dz_{t+1}/du = Dz d . dz_t/du + Da d . E_t.
-        z = context["latent"]
+        z, plans = prepared
+        actions = flat.view(-1, self.horizon, self.action_dim)
         batch, n, zd = actions.shape[0], self.num_vars, self.latent_dim
         dz = actions.new_zeros(batch, zd, n)
         scores, dscores = [], []
         for t in range(self.horizon):
             za = torch.cat([z, actions[:, t]], dim=-1)
             cols = slice(t * self.action_dim, (t + 1) * self.action_dim)
-            r, jr = self.reward.forward_with_jacobian(za)  # (B,1), (B,1,Z+A)
-            z_next, jd = self.dynamics.forward_with_jacobian(za)  # (B,Z), (B,Z,Z+A)
+            r, jr = self.reward.forward_with_jacobian(za, plans["reward"])  # (B,1), (B,1,Z+A)
+            z_next, jd = self.dynamics.forward_with_jacobian(za, plans["dynamics"])  # (B,Z), (B,Z,Z+A)
             dr = jr[..., :zd] @ dz
             dr[..., cols] += jr[..., zd:]
             dz_next = jd[..., :zd] @ dz
@@ -297,8 +311,8 @@ class RolloutResidual(Residual):
             dscores.append(dr)
             z, dz = z_next, dz_next
         if self.value is not None:
-            a, jp = self.policy.forward_with_jacobian(z)  # (B,A), (B,A,Z)
-            v, jv = self.value.forward_with_jacobian(torch.cat([z, a], dim=-1))
+            a, jp = self.policy.forward_with_jacobian(z, plans["policy"])  # (B,A), (B,A,Z)
+            v, jv = self.value.forward_with_jacobian(torch.cat([z, a], dim=-1), plans["value"])
             dv_dz = jv[..., :zd] + jv[..., zd:] @ jp  # total derivative through policy(z_H)
             scores.append(v)
             dscores.append(dv_dz @ dz)

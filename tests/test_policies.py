@@ -1,0 +1,158 @@
+"""Policy contract tests: every policy type trains, predicts bounded chunks, acts tick by tick."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from difftori_core.nn.encoders import EncoderConfig, ObservationEncoder
+from difftori_core.policies import DiffTORIPolicy, PolicyConfig, PolicySpec, make_policy
+from difftori_core.policies.normalizer import Normalizer
+
+SPEC = PolicySpec(
+    obs_shapes={"point_cloud": [64, 3], "image": [3, 32, 32], "agent_pos": [5]},
+    action_dim=4,
+    action_low=[-1.0] * 4,
+    action_high=[1.0] * 4,
+)
+SMALL = EncoderConfig(
+    point_widths=(16, 32), point_out=16, image_channels=(8, 16), image_out=16, state_hidden=16, state_out=16
+)
+
+
+def small_config(kind: str, **difftori: object) -> PolicyConfig:
+    cfg = PolicyConfig(type=kind, horizon=8, n_obs_steps=2, n_action_steps=4, encoder=SMALL)  # type: ignore[arg-type]
+    cfg.mlp_bc.hidden = (32,)
+    cfg.diffusion.down_dims = (16, 32)
+    cfg.diffusion.num_inference_steps = 3
+    cfg.difftori.cost_hidden = (32,)
+    cfg.difftori.cvae_hidden = (32,)
+    cfg.difftori.latent_dim = 8
+    cfg.difftori.residual_dim = 8
+    for key, value in difftori.items():
+        setattr(cfg.difftori, key, value)
+    return cfg
+
+
+def batch(n: int = 6, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "obs": {
+            "point_cloud": torch.randn(n, 2, 64, 3, generator=g),
+            "image": torch.randint(0, 256, (n, 2, 3, 32, 32), generator=g, dtype=torch.uint8),
+            "agent_pos": torch.randn(n, 2, 5, generator=g),
+        },
+        "action": torch.rand(n, 8, 4, generator=g) * 1.6 - 0.8,
+    }
+
+
+def fitted(kind: str, **kw: object):
+    torch.manual_seed(0)
+    policy = make_policy(small_config(kind, **kw), SPEC)
+    b = batch()
+    policy.normalizer.fit({"action": b["action"], "agent_pos": b["obs"]["agent_pos"]})
+    return policy, b
+
+
+KINDS = ["mlp_bc", "diffusion", "difftori"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_returns_finite_loss_with_gradients(kind: str) -> None:
+    policy, b = fitted(kind)
+    policy.train()
+    loss, info = policy(b)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert info["loss"] == pytest.approx(loss.item())
+    loss.backward()
+    trainable = policy.cost_parameters() if isinstance(policy, DiffTORIPolicy) else list(policy.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
+    if isinstance(policy, DiffTORIPolicy):  # the base is frozen in phase 2
+        assert all(p.grad is None for p in policy.base_parameters())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_predicted_chunk_has_horizon_and_respects_action_bounds(kind: str) -> None:
+    policy, b = fitted(kind)
+    policy.eval()
+    # Bounds tighter than the data, so clamping is exercised.
+    policy.action_low.fill_(-0.5)
+    policy.action_high.fill_(0.5)
+    chunk = policy.predict_action_chunk(b["obs"])
+    assert chunk.shape == (6, 8, 4)
+    assert chunk.min() >= -0.5 and chunk.max() <= 0.5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_select_action_executes_n_action_steps_of_each_chunk(kind: str) -> None:
+    policy, b = fitted(kind)
+    policy.eval()
+    calls = []
+    original = policy.predict_action_chunk
+
+    def spy(obs):
+        calls.append({k: v.clone() for k, v in obs.items()})
+        return original(obs)
+
+    policy.predict_action_chunk = spy  # type: ignore[method-assign]
+    policy.reset()
+    frames = [{k: v[:1, 0] for k, v in batch(1, seed=s)["obs"].items()} for s in range(9)]
+    actions = [policy.select_action(f) for f in frames]
+    assert all(a.shape == (1, 4) for a in actions)
+    assert len(calls) == 3  # ticks 0, 4, 8 with n_action_steps = 4
+    # First call: history padded by repeating the first frame, as the training sampler pads.
+    torch.testing.assert_close(calls[0]["agent_pos"][:, 0], calls[0]["agent_pos"][:, 1])
+    # Later calls see the two newest frames in order.
+    torch.testing.assert_close(
+        calls[1]["agent_pos"][0], torch.stack([frames[3]["agent_pos"][0], frames[4]["agent_pos"][0]])
+    )
+    policy.reset()
+    policy.select_action(frames[0])
+    assert len(calls) == 4  # reset dropped the queued actions
+
+
+def test_difftori_without_refinement_returns_the_base_chunk() -> None:
+    policy, b = fitted("difftori")
+    policy.eval()
+    base_chunk = policy.base.predict_action_chunk(b["obs"])
+    policy.config.refine = False
+    torch.testing.assert_close(policy.predict_action_chunk(b["obs"]), base_chunk)
+    policy.config.refine = True
+    refined = policy.predict_action_chunk(b["obs"])
+    assert policy.last_info is not None and not policy.last_info.failed.any()
+    assert not torch.equal(refined, base_chunk)
+
+
+def test_difftori_training_lowers_loss_below_the_base_proposal() -> None:
+    """The learned cost must improve on a fixed (untrained) base proposal on a fixed batch."""
+    policy, b = fitted("difftori", init_scale=1.0)
+    policy.train()
+    opt = torch.optim.Adam(policy.cost_parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        loss, info = policy(b)
+        first = first or info
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert info["mse"] < 0.5 * info["base_mse"], info
+    assert info["mse"] < first["mse"]
+
+
+def test_normalizer_round_trip_and_constant_dimensions() -> None:
+    norm = Normalizer({"x": 3})
+    data = torch.tensor([[0.0, 5.0, 2.0], [1.0, 5.0, 4.0], [0.5, 5.0, 3.0]])
+    norm.fit({"x": data})
+    z = norm.normalize("x", data)
+    assert z[:, 0].tolist() == [-1.0, 1.0, 0.0] and z[:, 1].abs().max() == 0
+    torch.testing.assert_close(norm.unnormalize("x", z), data)
+    with pytest.raises(ValueError, match="NaN"):
+        norm.fit({"x": torch.tensor([[float("nan"), 0.0, 0.0]])})
+
+
+def test_encoder_rejects_wrong_shapes_with_the_key_name() -> None:
+    enc = ObservationEncoder({"agent_pos": [5]}, 2, SMALL)
+    with pytest.raises(ValueError, match="agent_pos"):
+        enc({"agent_pos": torch.zeros(3, 1, 5)})
+    with pytest.raises(ValueError, match="subset"):
+        ObservationEncoder({"depth": [4]}, 1, SMALL)
