@@ -37,6 +37,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+# Some machines' pip.conf names local wheel mirrors that do not exist; pip then warns once per
+# install ("Location ... is ignored"). The warning is harmless, so keep it out of the log.
+pip_run() { "${PIP[@]}" "$@" 2> >(grep -v "is ignored" >&2); }
 
 stamp_src="$(cat "$ROOT/requirements.txt" "$ROOT/scripts/setup.sh" "$ROOT/setup.py" "$ROOT/package.xml" | sha256sum | cut -d' ' -f1)"
 stamp_file="$VENV/.difftori-setup-stamp"
@@ -46,11 +49,11 @@ fi
 
 log "installing Python requirements (first run takes a few minutes)"
 # torch first and pinned: an unpinned torch (direct or transitive) would pull a multi-GB CUDA build.
-"${PIP[@]}" install -q torch==2.13.0
-"${PIP[@]}" install -q -r "$ROOT/requirements.txt"
+pip_run install -q torch==2.13.0
+pip_run install -q -r "$ROOT/requirements.txt"
 # theseus-ai ships only an sdist whose setup.py imports torch: build it against the torch above.
-"${PIP[@]}" install -q --no-deps --no-build-isolation theseus-ai==0.2.3
-"${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
-"${PIP[@]}" check >&2
+pip_run install -q --no-deps --no-build-isolation theseus-ai==0.2.3
+pip_run install -q --no-deps --no-build-isolation -e "$ROOT"
+pip_run check >&2
 echo "$stamp_src" > "$stamp_file"
 log "environment ready: $VENV"
