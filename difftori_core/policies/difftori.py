@@ -84,7 +84,7 @@ class DiffTORIPolicy(Policy):
         feat = (self.own_encoder or base.encoder).feature_dim
         n = horizon * spec.action_dim
         self.posterior = MLP(feat + n, config.cvae_hidden, 2 * config.latent_dim, act="relu")
-        self.residual = MLPResidual(
+        residual = MLPResidual(
             {"obs": feat, "z": config.latent_dim},
             horizon,
             spec.action_dim,
@@ -93,10 +93,10 @@ class DiffTORIPolicy(Policy):
             act="relu",
         )
         with torch.no_grad():
-            out = self.residual.mlp.linears[-1]
+            out = residual.mlp.linears[-1]
             out.weight.mul_(config.init_scale)
             out.bias.mul_(config.init_scale)
-        self.layer = TrajOptLayer(self.residual, config.solver)
+        self.layer = TrajOptLayer(residual, config.solver)  # the cost's parameters live here, once
         self.last_info: SolverInfo | None = None
 
     # The base policy owns normalization; one copy of the statistics, one home.
