@@ -77,9 +77,14 @@ class _ResidualConv(nn.Module):
 
 @dataclass
 class EncoderConfig:
-    """Widths of the observation encoders (which ones exist follows the observation spec)."""
+    """Widths of the observation encoders (which ones exist follows the observation spec).
 
-    point_widths: tuple[int, ...] = (64, 128, 256)
+    The default point encoder stops at 128 channels where DP3's goes to 256: the 256-wide
+    per-point layer triples the training cost on a CPU (measured 684 vs 227 ms per batch of
+    64 x 2 frames x 512 points). GPU configs can set (64, 128, 256).
+    """
+
+    point_widths: tuple[int, ...] = (64, 128)
     point_out: int = 64
     image_channels: tuple[int, ...] = (32, 64, 128)
     image_out: int = 64

@@ -1,0 +1,144 @@
+"""Package a trained run as a shipped model: weights, config, spec and a model card.
+
+    python -m difftori_core.model_card runs/door-open-v3-difftori models/door-open-v3-difftori \
+        [--command "the training command"]
+
+The model folder gets the latest checkpoint without its training state (a shipped model is for
+running, not resuming), `final_eval.json` from the run, and `README.md`: task, data, training
+command, success of the base policy alone vs the DiffTORI policy (same seeded episodes), and the
+per-chunk inference time on this machine's CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from difftori_core import checkpoint as ckpt
+from difftori_core.data.dataset import Dataset
+from difftori_core.policies import DiffTORIPolicy
+from difftori_core.training_data import WindowSampler
+
+
+def chunk_latency_ms(policy: Any, dataset: Dataset, repeats: int = 50) -> float:
+    """Median time of one `predict_action_chunk` on a real observation window, batch 1."""
+    sampler = WindowSampler(
+        dataset.arrays, dataset.episode_ends, policy.n_obs_steps, policy.horizon, list(policy.spec.obs_shapes)
+    )
+    obs = sampler.window(torch.tensor([len(sampler) // 2]))["obs"]
+    for _ in range(5):
+        policy.predict_action_chunk(obs)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        policy.predict_action_chunk(obs)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def package(run: Path, out: Path, command: str) -> Path:
+    src = ckpt.resolve(run)
+    final = json.loads((run / "final_eval.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (ckpt.MODEL_FILE, ckpt.CONFIG_FILE, ckpt.SPEC_FILE):
+        shutil.copy2(src / name, out / name)
+    shutil.copy2(run / "final_eval.json", out / "final_eval.json")
+    if (run / "learning_curve.png").exists():
+        shutil.copy2(run / "learning_curve.png", out / "learning_curve.png")
+
+    torch.set_num_threads(1)
+    policy, info = ckpt.load_policy(out)
+    dataset = Dataset.load(info["config"]["dataset"] or f"data/{info['config']['task']}")
+    timings = {}
+    if isinstance(policy, DiffTORIPolicy):
+        policy.config.refine = False
+        timings["base policy alone"] = chunk_latency_ms(policy, dataset)
+        policy.config.refine = True
+    timings[info["config"]["policy"]["type"]] = chunk_latency_ms(policy, dataset)
+
+    cfg, spec = info["config"], info["spec"]
+    size_mb = (out / ckpt.MODEL_FILE).stat().st_size / 1e6
+    rows = []
+    if "base" in final:
+        rows.append(("base policy alone (`--no-refine`)", final["base"]))
+    rows.append((f"{cfg['policy']['type']} policy", final["policy_eval"]))
+    lines = [
+        f"# {out.name}",
+        "",
+        f"DiffTORI-ROS policy for the MetaWorld task `{cfg['task']}`.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| task | `{cfg['task']}` (camera `{cfg['env']['camera']}`, "
+        f"{cfg['env']['width']}x{cfg['env']['height']} depth) |",
+        f"| observations | {', '.join(f'`{k}` {v}' for k, v in spec['policy_spec']['obs_shapes'].items())} |",
+        f"| policy | `{cfg['policy']['type']}`"
+        + (f" on a `{cfg['policy']['difftori']['base']}` base" if cfg["policy"]["type"] == "difftori" else "")
+        + f", horizon {cfg['policy']['horizon']}, {cfg['policy']['n_obs_steps']} observation frames, "
+        f"{cfg['policy']['n_action_steps']} actions executed per chunk |",
+        f"| data | {dataset.num_episodes} scripted-expert demonstrations ({dataset.num_frames} frames), "
+        f"`{dataset.meta.get('source', '')}` |",
+        f"| training | {cfg['base_steps']} base steps"
+        + (f" + {cfg['cost_steps']} cost steps" if "base" in final else "")
+        + f", batch {cfg['batch_size']}, seed {cfg['seed']} |",
+        f"| weights | {size_mb:.1f} MB (`model.safetensors`, normalizer statistics included) |",
+        "",
+        "Training command:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"## Success rate ({final['episodes']} seeded episodes, seeds {cfg['eval_seed']}..."
+        f"{cfg['eval_seed'] + final['episodes'] - 1}, same episodes for every row)",
+        "",
+        "| policy | success | mean steps |",
+        "|---|---|---|",
+        *[
+            f"| {name} | {r['success_rate']:.2f} ({r['successes']}/{r['episodes']}) | {r['mean_steps']:.0f} |"
+            for name, r in rows
+        ],
+        "",
+        f"Reproduce: `python -m difftori_core.eval {out} --episodes {final['episodes']} --seed {cfg['eval_seed']}`"
+        + (" [--no-refine]" if "base" in final else ""),
+        "",
+        "## Inference time (one action chunk, batch 1, 1 CPU thread, median of 50)",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}.",
+        "",
+        "| policy | ms per chunk |",
+        "|---|---|",
+        *[f"| {name} | {ms:.1f} |" for name, ms in timings.items()],
+        "",
+        "![learning curve](learning_curve.png)",
+        "",
+    ]
+    (out / "README.md").write_text("\n".join(lines))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--command", default="python -m difftori_core.train", help="training command for the card")
+    args = parser.parse_args(argv)
+    try:
+        print(package(args.run, args.out, args.command))
+    except (ckpt.CheckpointError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

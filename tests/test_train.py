@@ -1,0 +1,105 @@
+"""Training: a real short run lowers the loss; a killed run resumes bit-for-bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from difftori_core import checkpoint as ckpt
+from difftori_core.collect import collect
+from difftori_core.config import load_config
+from difftori_core.envs.metaworld_env import MetaWorldEnvConfig
+from difftori_core.processing import ProcessingSpec
+from difftori_core.train import TrainConfig, Trainer
+
+SMALL = [
+    "task=door-open-v3",
+    "env.width=64",
+    "env.height=64",
+    "processing.num_points=64",
+    "policy.horizon=8",
+    "policy.n_action_steps=4",
+    "policy.encoder.point_widths=[16,32]",
+    "policy.encoder.point_out=16",
+    "policy.encoder.state_hidden=16",
+    "policy.encoder.state_out=16",
+    "policy.mlp_bc.hidden=[64]",
+    "policy.difftori.cost_hidden=[32]",
+    "policy.difftori.cvae_hidden=[32]",
+    "policy.difftori.latent_dim=8",
+    "policy.difftori.residual_dim=8",
+    "batch_size=16",
+    "threads=1",
+    "eval_episodes=0",
+    "final_eval_episodes=0",
+    "log_every=5",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "door"
+    env = MetaWorldEnvConfig(task="door-open-v3", width=64, height=64, max_episode_steps=150)
+    return collect("door-open-v3", 2, out, seed=0, env=env, processing=ProcessingSpec(num_points=64), progress=False)
+
+
+def config(dataset: Path, run: Path, *extra: str) -> TrainConfig:
+    return load_config(TrainConfig, None, [*SMALL, f"dataset={dataset}", f"output_dir={run}", *extra])
+
+
+def test_short_training_run_lowers_the_loss_and_writes_its_outputs(dataset: Path, tmp_path: Path) -> None:
+    cfg = config(dataset, tmp_path / "run", "base_steps=60", "cost_steps=30", "checkpoint_every=45")
+    Trainer(cfg).run()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    base = [r["loss"] for r in rows if r.get("phase") == "base" and "loss" in r]
+    assert base[-1] < 0.5 * base[0], base
+    cost = [r for r in rows if r.get("phase") == "cost" and "loss" in r]
+    assert cost and all(r["solver_failed"] == 0 for r in cost)
+    assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000
+    policy, info = ckpt.load_policy(tmp_path / "run")
+    assert info["spec"]["step"] == 90 and info["spec"]["processing"]["num_points"] == 64
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "latest", "step_0000060", "step_0000090",
+    ]
+
+
+def test_killed_run_resumes_exactly(dataset: Path, tmp_path: Path) -> None:
+    steps = ["base_steps=40", "cost_steps=20", "checkpoint_every=5"]
+    straight = Trainer(config(dataset, tmp_path / "straight", *steps))
+    straight.run()
+
+    run = tmp_path / "killed"
+    args = [*SMALL, f"dataset={dataset}", f"output_dir={run}", *steps]
+    proc = subprocess.Popen([sys.executable, "-m", "difftori_core.train", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list((run / "checkpoints").glob("step_000002*")):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed_at = ckpt.read_spec(ckpt.resolve(run))["step"]
+    assert 0 < killed_at < 60, "the run should have been killed mid-training"
+
+    Trainer(config(dataset, run, *steps)).run()  # resumes from the latest checkpoint
+    a = load_file(ckpt.resolve(tmp_path / "straight") / ckpt.MODEL_FILE)
+    b = load_file(ckpt.resolve(run) / ckpt.MODEL_FILE)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_resuming_with_another_policy_config_is_refused(dataset: Path, tmp_path: Path) -> None:
+    Trainer(config(dataset, tmp_path / "r", "base_steps=5", "cost_steps=0", "checkpoint_every=5")).run()
+    with pytest.raises(ckpt.CheckpointError, match="policy config differs"):
+        Trainer(config(dataset, tmp_path / "r", "base_steps=5", "cost_steps=0", "policy.mlp_bc.hidden=[8]")).run()
