@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("overrides", nargs="*", help="env config overrides, e.g. max_episode_steps=200")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow options
     torch.set_num_threads(args.threads)
     try:
         policy, info = load_policy(args.checkpoint, args.device)

@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=None, help="YAML file (default: embedded defaults)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. policy.type=mlp_bc base_steps=500")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         cfg = load_config(TrainConfig, args.config, args.overrides)
         result = Trainer(cfg).run()

@@ -103,3 +103,25 @@ def test_resuming_with_another_policy_config_is_refused(dataset: Path, tmp_path:
     Trainer(config(dataset, tmp_path / "r", "base_steps=5", "cost_steps=0", "checkpoint_every=5")).run()
     with pytest.raises(ckpt.CheckpointError, match="policy config differs"):
         Trainer(config(dataset, tmp_path / "r", "base_steps=5", "cost_steps=0", "policy.mlp_bc.hidden=[8]")).run()
+
+
+def test_eval_cli_reports_success_writes_a_gif_and_refuses_a_corrupt_model(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from difftori_core.eval import main as eval_main
+
+    run = tmp_path / "run"
+    Trainer(config(dataset, run, "base_steps=10", "cost_steps=5", "checkpoint_every=15")).run()
+    out = tmp_path / "eval.json"
+    gif = tmp_path / "episode.gif"
+    args = [str(run), "--episodes", "2", "--gif", str(gif), "--json", str(out), "max_episode_steps=20"]
+    assert eval_main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0
+    assert [e["seed"] for e in result["per_episode"]] == [1000, 1001]
+    assert all(e["steps"] <= 20 for e in result["per_episode"])
+    assert gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+    model = ckpt.resolve(run) / ckpt.MODEL_FILE
+    model.write_bytes(model.read_bytes()[:100])
+    assert eval_main([str(run), "--episodes", "1"]) == 2
+    assert "corrupt" in capsys.readouterr().err
