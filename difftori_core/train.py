@@ -181,6 +181,7 @@ class Trainer:
         return {
             "task": self.cfg.task,
             "processing": to_dict(self.cfg.processing),
+            "env": self.dataset.meta.get("env", {}),  # joint and action names, camera, bounds
             "step": self.step,
             "dataset": str(self.cfg.dataset_dir),
         }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Main job: set up (idempotent), then run the most complete pipeline that exists.
-# Until the ROS 2 controller lands this is the core demo: a cost learned end-to-end through the
-# differentiable trajectory optimizer. Extra arguments are config overrides (key=value).
+# Main job: set up (idempotent), then the shipped DiffTORI policy controls the simulated robot over
+# ROS 2: the simulated robot and the controller run as separate processes talking over DDS on
+# loopback; prints success rate and tick latency, writes outputs/ros_demo/. Extra arguments go to
+# `python -m difftori_ros.demo` (e.g. --episodes 20 --model models/<name>).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
@@ -9,4 +10,4 @@ cd "$ROOT"
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$((1 + $$ % 200))}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
-exec "${DIFFTORI_VENV:-$ROOT/.venv}/bin/python" -m difftori_core.demo --config config/demo.yaml "$@"
+exec "${DIFFTORI_VENV:-$ROOT/.venv}/bin/python" -m difftori_ros.demo "$@"

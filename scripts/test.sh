@@ -7,5 +7,5 @@ cd "$ROOT"
 PY="${DIFFTORI_VENV:-$ROOT/.venv}/bin/python"
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
-"$PY" -m ruff check difftori_core difftori_ros tests benchmarks
+"$PY" -m ruff check difftori_core difftori_ros tests benchmarks launch ros_bin
 exec "$PY" -m pytest tests -p no:cacheprovider "$@"

@@ -128,3 +128,7 @@ class Policy(nn.Module):
             chunk = self.predict_action_chunk(stacked)
             self._queue.extend(chunk[:, : self.n_action_steps].unbind(1))
         return self._queue.popleft()
+
+    def pending_actions(self) -> Tensor | None:
+        """Actions of the current chunk still queued after the last `select_action`, (B, k, A)."""
+        return torch.stack(list(self._queue), dim=1) if self._queue else None

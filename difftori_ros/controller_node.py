@@ -1,0 +1,361 @@
+"""The DiffTORI controller: sensor messages in, a trained policy's action out, every control tick.
+
+Lifecycle (rclpy managed node):
+  configure   read and validate parameters, load the model (weights, processing spec, action
+              spec), warm it up, create subscriptions and publishers;
+  activate    start the control timer (the policy's history and action queue start empty);
+  deactivate  stop the timer: nothing is published;
+  cleanup     destroy subscriptions, publishers and the model.
+
+Data path of one tick, top to bottom: newest synchronized (image | point cloud | joint state) set
+-> age check -> the model's own `ObservationProcessor` (crop, FPS, resize) -> `policy.select_action`
+-> finiteness / solver / deadline checks -> Float64MultiArray (this tick's action) and
+JointTrajectory (the rest of the chunk, time_from_start = (i+1)/rate). Every failure on that path
+(malformed or missing or stale sensor data, NaN input or output, solver failure, a missed
+deadline) publishes the configured safe action instead -- or nothing -- is counted, and shows on
+/diagnostics with the tick-latency statistics. The node never dies of bad input.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState, PointCloud2
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory
+
+from difftori_ros import convert
+from difftori_ros.diagnostics import DiagnosticsReporter, EventCounters, LatencyStats, LevelRules
+from difftori_ros.sync import ApproximateTimeSync
+
+EVENTS = (
+    "ticks",
+    "actions_published",
+    "safe_action_published",
+    "no_new_observation",
+    "malformed_image",
+    "malformed_pointcloud",
+    "malformed_joint_state",
+    "missing_sensor",
+    "stale_observation",
+    "nonfinite_input",
+    "nonfinite_output",
+    "solver_failure",
+    "deadline_miss",
+)
+
+
+@dataclass
+class ControllerParams:
+    """The node's ROS parameters (see config/controller.yaml for documentation of each)."""
+
+    model: str = "models/door-open-v3-difftori"
+    device: str = "auto"
+    control_rate_hz: float = 20.0
+    image_topic: str = "camera/color/image_raw"
+    use_compressed_image: bool = False
+    points_topic: str = "camera/depth/points"
+    joint_states_topic: str = "joint_states"
+    action_topic: str = "difftori/action"
+    trajectory_topic: str = "difftori/joint_trajectory"
+    qos_depth: int = 5
+    sync_tolerance_ms: float = 25.0
+    max_observation_age_ms: float = 250.0
+    deadline_ms: float = 0.0  # 0: one control period
+    fallback: str = "hold"  # hold | none
+    hold_keep_last: tuple[str, ...] = ("gripper",)
+    torch_threads: int = 1
+    diagnostics_period_s: float = 1.0
+    autostart: bool = False  # configure and activate at startup (no lifecycle manager needed)
+    tick_on_observation: bool = True  # act as soon as a new synchronized set is complete
+
+    def validate(self) -> None:
+        problems = []
+        if not self.model:
+            problems.append("model must name a model, checkpoint or run directory")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            problems.append(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if not 0 < self.control_rate_hz <= 1000:
+            problems.append(f"control_rate_hz must be in (0, 1000], got {self.control_rate_hz}")
+        if self.qos_depth < 1:
+            problems.append(f"qos_depth must be >= 1, got {self.qos_depth}")
+        if self.sync_tolerance_ms < 0 or self.max_observation_age_ms <= 0 or self.deadline_ms < 0:
+            problems.append("sync_tolerance_ms >= 0, max_observation_age_ms > 0 and deadline_ms >= 0 are required")
+        if self.fallback not in ("hold", "none"):
+            problems.append(f"fallback must be 'hold' or 'none', got {self.fallback!r}")
+        if self.torch_threads < 1 or self.diagnostics_period_s <= 0:
+            problems.append("torch_threads >= 1 and diagnostics_period_s > 0 are required")
+        if problems:
+            raise ValueError("invalid parameters: " + "; ".join(problems))
+
+
+SENSOR_KEYS = {"image": "image", "point_cloud": "points", "agent_pos": "joints"}
+
+
+class ControllerNode(LifecycleNode):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("difftori_controller", **kwargs)
+        for name, default in ControllerParams().__dict__.items():
+            self.declare_parameter(name, list(default) if isinstance(default, tuple) else default)
+        self.counters = EventCounters(EVENTS)
+        self.latency = LatencyStats(window=2000)
+        self.policy: Any = None
+        self._subs: list[Any] = []
+        self._timers: list[Any] = []
+        self._last_obs_stamp = -1
+        self._last_action: np.ndarray | None = None
+        self._active = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def read_params(self) -> ControllerParams:
+        values = {name: self.get_parameter(name).value for name in ControllerParams().__dict__}
+        values["hold_keep_last"] = tuple(values["hold_keep_last"] or ())
+        params = ControllerParams(**values)
+        params.validate()
+        return params
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        import torch
+
+        from difftori_core.checkpoint import CheckpointError, load_policy
+        from difftori_core.config import from_dict
+        from difftori_core.processing import ObservationProcessor, ProcessingSpec
+
+        try:
+            self.params = p = self.read_params()
+            torch.set_num_threads(p.torch_threads)
+            device = ("cuda" if torch.cuda.is_available() else "cpu") if p.device == "auto" else p.device
+            self.policy, info = load_policy(p.model, device)
+            self.processing = from_dict(ProcessingSpec, info["spec"]["processing"])
+        except (ValueError, CheckpointError) as err:
+            self.get_logger().error(f"configure failed: {err}")
+            return TransitionCallbackReturn.FAILURE
+        self.processor = ObservationProcessor(self.processing)
+        env = info["spec"].get("env", {})
+        self.joint_names = list(env.get("joint_names", []))
+        if "agent_pos" in self.policy.spec.obs_shapes and not self.joint_names:
+            self.get_logger().error("the model uses joint positions but its spec names no joints")
+            return TransitionCallbackReturn.FAILURE
+        self.action_names = list(self.policy.spec.action_names)
+        self.keys = [k for k in SENSOR_KEYS if k in self.policy.spec.obs_shapes]
+        self.sync = ApproximateTimeSync(self.keys, int(p.sync_tolerance_ms * 1e6), queue_size=max(4, p.qos_depth))
+        self._warm_up()
+
+        qos = QoSProfile(
+            depth=p.qos_depth,
+            reliability=qos_profile_sensor_data.reliability,
+            history=qos_profile_sensor_data.history,
+            durability=qos_profile_sensor_data.durability,
+        )
+        if "image" in self.keys:
+            msg_type = CompressedImage if p.use_compressed_image else Image
+            topic = p.image_topic + ("/compressed" if p.use_compressed_image else "")
+            self._subs.append(self.create_subscription(msg_type, topic, self._on_image, qos))
+        if "point_cloud" in self.keys:
+            self._subs.append(self.create_subscription(PointCloud2, p.points_topic, self._on_points, qos))
+        if "agent_pos" in self.keys:
+            self._subs.append(self.create_subscription(JointState, p.joint_states_topic, self._on_joints, qos))
+        self.action_pub = self.create_lifecycle_publisher(Float64MultiArray, p.action_topic, 10)
+        self.trajectory_pub = self.create_lifecycle_publisher(JointTrajectory, p.trajectory_topic, 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.reporter = DiagnosticsReporter(
+            self.get_name(),
+            self.counters,
+            self.latency,
+            LevelRules(warn_p99_ms=1000.0 / p.control_rate_hz),
+        )
+        self._timers.append(self.create_timer(p.diagnostics_period_s, self._publish_diagnostics))
+        self.get_logger().info(
+            f"configured: model {info['path']} on {device}, sensors {self.keys}, {p.control_rate_hz} Hz"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _warm_up(self) -> None:
+        """One chunk on a synthetic observation, so the first real tick pays no lazy setup."""
+        import torch
+
+        frame = {
+            k: torch.zeros((1, *shape), dtype=torch.uint8 if k == "image" else torch.float32)
+            for k, shape in self.policy.spec.obs_shapes.items()
+        }
+        self.policy.reset()
+        self.policy.select_action(frame)
+        self.policy.reset()
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.policy.reset()
+        self._last_obs_stamp = -1
+        # With tick_on_observation the timer is the watchdog (missing / stale sensors) and acts
+        # only if observations arrive without completing a set; otherwise it is the control clock.
+        self._control_timer = self.create_timer(1.0 / self.params.control_rate_hz, self.tick)
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self.destroy_timer(self._control_timer)
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._subs, self._timers = [], []
+        self.destroy_lifecycle_publisher(self.action_pub)
+        self.destroy_lifecycle_publisher(self.trajectory_pub)
+        self.destroy_publisher(self.diag_pub)
+        self.policy = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return TransitionCallbackReturn.SUCCESS
+
+    # -- sensors -------------------------------------------------------------------------
+
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        try:
+            if isinstance(msg, CompressedImage):
+                img = convert.compressed_image_to_numpy(msg)
+            else:
+                img = convert.image_to_numpy(msg)
+            if img.ndim != 3 or img.shape[2] != 3:
+                raise convert.ConversionError(f"Image: the model needs a colour image, got shape {img.shape}")
+        except convert.ConversionError as err:
+            self._reject("malformed_image", err)
+            return
+        self._add("image", msg.header.stamp, img)
+
+    def _on_points(self, msg: PointCloud2) -> None:
+        try:
+            points = convert.pointcloud2_to_numpy(msg, skip_nans=True)
+        except convert.ConversionError as err:
+            self._reject("malformed_pointcloud", err)
+            return
+        self._add("point_cloud", msg.header.stamp, points)
+
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            pos = convert.joint_state_to_numpy(msg, self.joint_names)
+        except convert.ConversionError as err:
+            self._reject("malformed_joint_state", err)
+            return
+        self._add("agent_pos", msg.header.stamp, pos.astype(np.float32))
+
+    def _add(self, key: str, stamp: Any, value: np.ndarray) -> None:
+        self.sync.add(key, convert.stamp_to_ns(stamp), value)
+        if self._active and self.params.tick_on_observation:
+            newest = self.sync.latest()
+            if newest is not None and newest.stamp_ns > self._last_obs_stamp:
+                self.tick()
+
+    def _reject(self, event: str, err: Exception) -> None:
+        self.counters.inc(event)
+        self.get_logger().warning(f"{event}: {err}", throttle_duration_sec=2.0)
+
+    # -- control -------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One control period: act on the newest synchronized observation, or fall back."""
+        import torch
+
+        from difftori_core.policies import DiffTORIPolicy
+        from difftori_core.processing import ProcessingError
+
+        self.counters.inc("ticks")
+        t_start = time.perf_counter()
+        now_ns = self.get_clock().now().nanoseconds
+        obs = self.sync.latest()
+        if obs is None:
+            return self._fallback("missing_sensor", f"no synchronized set yet; missing {self.sync.missing_keys()}")
+        if obs.is_stale(now_ns, int(self.params.max_observation_age_ms * 1e6)):
+            age = (now_ns - obs.stamp_ns) / 1e6
+            return self._fallback("stale_observation", f"newest synchronized observation is {age:.0f} ms old")
+        if obs.stamp_ns <= self._last_obs_stamp:
+            self.counters.inc("no_new_observation")  # the last action / trajectory is still executing
+            return None
+        self._last_obs_stamp = obs.stamp_ns
+        try:
+            processed = self.processor.process(obs.values)
+        except ProcessingError as err:
+            return self._fallback("nonfinite_input", str(err))
+        frame = {k: torch.from_numpy(processed[k]).unsqueeze(0) for k in self.policy.spec.obs_shapes}
+        try:
+            action = self.policy.select_action(frame)[0].cpu().numpy().astype(np.float64)
+        except (RuntimeError, ValueError) as err:
+            return self._fallback("solver_failure", f"policy raised {err}")
+        info = getattr(self.policy, "last_info", None) if isinstance(self.policy, DiffTORIPolicy) else None
+        if info is not None and bool(info.failed.any()):
+            self.policy.last_info = None
+            return self._fallback("solver_failure", "trajectory optimizer flagged the solve as failed")
+        if not np.isfinite(action).all():
+            return self._fallback("nonfinite_output", f"policy output {action}")
+        elapsed_ms = (time.perf_counter() - t_start) * 1e3
+        deadline_ms = self.params.deadline_ms or 1000.0 / self.params.control_rate_hz
+        if elapsed_ms > deadline_ms:
+            return self._fallback("deadline_miss", f"tick took {elapsed_ms:.1f} ms > {deadline_ms:.1f} ms")
+        self._publish(action, obs.stamp_ns)
+        self.counters.inc("actions_published")
+        return None
+
+    def _publish(self, action: np.ndarray, obs_stamp_ns: int) -> None:
+        pending = self.policy.pending_actions() if self.policy is not None else None
+        chunk = action[None] if pending is None else np.concatenate([action[None], pending[0].cpu().numpy()])
+        self.action_pub.publish(convert.action_to_float64_multiarray(action))
+        stamp = self.get_clock().now().nanoseconds
+        traj = convert.action_chunk_to_joint_trajectory(
+            chunk, self.action_names, 1.0 / self.params.control_rate_hz, stamp=stamp
+        )
+        self.trajectory_pub.publish(traj)
+        self._last_action = action
+        self.latency.record((self.get_clock().now().nanoseconds - obs_stamp_ns) / 1e6)
+
+    def safe_action(self) -> np.ndarray:
+        """Hold: zero end-effector motion; dimensions named in hold_keep_last keep their last value."""
+        action = np.zeros(len(self.action_names))
+        if self._last_action is not None:
+            for i, name in enumerate(self.action_names):
+                if name in self.params.hold_keep_last:
+                    action[i] = self._last_action[i]
+        return action
+
+    def _fallback(self, event: str, why: str) -> None:
+        # The history and queued actions describe a world the robot may no longer be in (a
+        # sensor gap, a new episode): the next good observation starts a fresh chunk.
+        if self.policy is not None:
+            self.policy.reset()
+        self.counters.inc(event)
+        self.get_logger().warning(f"{event}: {why}", throttle_duration_sec=2.0)
+        if self.params.fallback == "hold":
+            action = self.safe_action()
+            self.action_pub.publish(convert.action_to_float64_multiarray(action))
+            self.counters.inc("safe_action_published")
+
+    def _publish_diagnostics(self) -> None:
+        self.diag_pub.publish(self.reporter.build(self.get_clock().now().nanoseconds))
+
+
+def main(args: list[str] | None = None) -> None:
+    from rclpy.executors import ExternalShutdownException
+
+    try:
+        with rclpy.init(args=args):
+            node = ControllerNode()
+            if node.get_parameter("autostart").value:
+                node.trigger_configure()
+                node.trigger_activate()
+            rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""A simulated robot cell on MetaWorld that speaks the topics real hardware would.
+
+Publishes, with real header stamps (the simulation instant the data describes):
+  camera/color/image_raw   sensor_msgs/Image rgb8 (upright), frame `camera_color_optical_frame`
+  camera/depth/points      sensor_msgs/PointCloud2, the depth image back-projected into `base`
+  joint_states             sensor_msgs/JointState, the 7 arm joints + 2 fingers
+  sim/success              std_msgs/Bool, after every step
+  sim/episode              std_msgs/String (JSON), at the end of every episode
+Consumes:
+  difftori/action          std_msgs/Float64MultiArray: 4-D end-effector delta + gripper
+Services:
+  sim/reset                std_srvs/Trigger: start the next seeded episode
+
+Stepping: `step_mode: on_action` advances the simulation by one MetaWorld step per received action
+and publishes the new sensor data at once (deterministic closed loop, the same sequence as
+in-process evaluation); `step_mode: realtime` steps at `rate_hz` holding the last action (a robot
+does not wait for its controller). Episodes end at success or at `max_episode_steps`; the next one
+starts `auto_reset_delay_s` later (or on sim/reset).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState, PointCloud2
+from std_msgs.msg import Bool, Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+from difftori_ros import convert
+
+
+class SimRobotNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("difftori_sim_robot", **kwargs)
+        defaults = {
+            "task": "door-open-v3",
+            "seed": 1000,
+            "episodes": 0,  # 0: unlimited
+            "width": 128,
+            "height": 128,
+            "max_episode_steps": 200,
+            "step_mode": "on_action",
+            "rate_hz": 20.0,
+            "publish_image": True,
+            "auto_reset_delay_s": 0.5,
+            "gif_path": "",  # record the first episode (rendered RGB) as a GIF here
+            "base_frame": "base",
+            "camera_frame": "camera_color_optical_frame",
+        }
+        for name, value in defaults.items():
+            self.declare_parameter(name, value)
+        p = {name: self.get_parameter(name).value for name in defaults}
+        if p["step_mode"] not in ("on_action", "realtime"):
+            raise ValueError(f"step_mode must be on_action or realtime, got {p['step_mode']!r}")
+        self.p = p
+
+        from difftori_core.envs.metaworld_env import MetaWorldEnv, MetaWorldEnvConfig
+
+        cfg = MetaWorldEnvConfig(
+            task=p["task"], width=p["width"], height=p["height"], max_episode_steps=p["max_episode_steps"]
+        )
+        self.env = MetaWorldEnv(cfg, render_image=p["publish_image"])
+        qos = QoSProfile(
+            depth=5, reliability=qos_profile_sensor_data.reliability, history=qos_profile_sensor_data.history
+        )
+        self.image_pub = self.create_publisher(Image, "camera/color/image_raw", qos)
+        self.points_pub = self.create_publisher(PointCloud2, "camera/depth/points", qos)
+        self.joints_pub = self.create_publisher(JointState, "joint_states", qos)
+        self.success_pub = self.create_publisher(Bool, "sim/success", 10)
+        self.episode_pub = self.create_publisher(String, "sim/episode", 10)
+        self.create_subscription(Float64MultiArray, "difftori/action", self._on_action, 10)
+        self.create_service(Trigger, "sim/reset", self._on_reset)
+        self.episode_index = 0
+        self.results: list[dict[str, Any]] = []
+        self._last_action = np.zeros(4)
+        self._done = True
+        self._reset_timer = None
+        self._frames: list[np.ndarray] = []
+        if p["step_mode"] == "realtime":
+            self.create_timer(1.0 / p["rate_hz"], self._realtime_step)
+        self._start_episode()
+
+    # -- episodes ------------------------------------------------------------------------
+
+    def _start_episode(self) -> None:
+        if self._reset_timer is not None:
+            self.destroy_timer(self._reset_timer)
+            self._reset_timer = None
+        self._frames: list[np.ndarray] = []
+        limit = self.p["episodes"]
+        if limit and self.episode_index >= limit:
+            return
+        self.seed = self.p["seed"] + self.episode_index
+        self.obs = self.env.reset(seed=self.seed)
+        self.steps, self.success, self._done = 0, False, False
+        self._last_action = np.zeros(4)
+        self._publish_sensors()
+
+    def _end_episode(self) -> None:
+        self._done = True
+        result = {"episode": self.episode_index, "seed": self.seed, "success": self.success, "steps": self.steps}
+        self.results.append(result)
+        self.episode_pub.publish(String(data=json.dumps(result)))
+        self.get_logger().info(
+            f"episode {self.episode_index} (seed {self.seed}): "
+            f"{'success' if self.success else 'failure'} in {self.steps} steps"
+        )
+        if self._frames:
+            from difftori_core.eval import write_gif
+
+            write_gif(Path(self.p["gif_path"]), self._frames)
+            self._frames = []
+            self.p["gif_path"] = ""
+        self.episode_index += 1
+        self._reset_timer = self.create_timer(self.p["auto_reset_delay_s"], self._start_episode)
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if not self._done:
+            self._end_episode()
+        self._start_episode()
+        response.success, response.message = True, f"episode {self.episode_index} started (seed {self.seed})"
+        return response
+
+    # -- stepping ------------------------------------------------------------------------
+
+    def _on_action(self, msg: Float64MultiArray) -> None:
+        action = np.asarray(msg.data, dtype=np.float64)
+        if action.shape != (4,) or not np.isfinite(action).all():
+            self.get_logger().warning(f"ignoring malformed action {action}", throttle_duration_sec=2.0)
+            return
+        self._last_action = action
+        if self.p["step_mode"] == "on_action":
+            self._step(action)
+
+    def _realtime_step(self) -> None:
+        self._step(self._last_action)
+
+    def _step(self, action: np.ndarray) -> None:
+        if self._done:
+            return
+        self.obs, _, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        if self.p["gif_path"]:
+            self._frames.append(self.obs["image"] if "image" in self.obs else self.env.render_rgb())
+        self.success = self.success or bool(info["success"])
+        self.success_pub.publish(Bool(data=bool(info["success"])))
+        if self.success or terminated or truncated:
+            self._end_episode()
+        else:
+            self._publish_sensors()
+
+    def _publish_sensors(self) -> None:
+        stamp = self.get_clock().now().nanoseconds
+        obs = self.obs
+        if "image" in obs:
+            self.image_pub.publish(convert.numpy_to_image(obs["image"], "rgb8", stamp, self.p["camera_frame"]))
+        points = obs["point_cloud"]
+        points = points[np.isfinite(points).all(1)]
+        self.points_pub.publish(convert.numpy_to_pointcloud2(points, stamp, self.p["base_frame"]))
+        self.joints_pub.publish(convert.numpy_to_joint_state(self.env.joint_names, obs["agent_pos"], stamp=stamp))
+
+    def destroy_node(self) -> None:
+        self.env.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    from rclpy.executors import ExternalShutdownException
+
+    try:
+        with rclpy.init(args=args):
+            node = SimRobotNode()
+            try:
+                rclpy.spin(node)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()
