@@ -1,0 +1,74 @@
+"""The launch file and the params YAML, checked against the installed executables and the node's
+parameters (ROS 2 `launch` itself is not installable here, so the file is read, not run)."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+from difftori_ros.controller_node import ControllerParams
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH = ROOT / "launch" / "controller.launch.py"
+
+
+def keyword_values(tree: ast.AST, name: str) -> list[str]:
+    return [
+        kw.value.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        for kw in node.keywords
+        if kw.arg == name and isinstance(kw.value, ast.Constant)
+    ]
+
+
+def test_launch_file_starts_installed_executables_with_known_parameters() -> None:
+    tree = ast.parse(LAUNCH.read_text())
+    executables = set(keyword_values(tree, "executable"))
+    assert executables == {"controller_node", "sim_robot_node"}
+    setup = (ROOT / "setup.py").read_text()
+    for exe in executables:
+        script = ROOT / "ros_bin" / exe
+        assert script.is_file() and script.stat().st_mode & 0o111, f"{script} must exist and be executable"
+        assert f"ros_bin/{exe}" in setup  # installed to lib/difftori_ros by the data_files entry
+    assert 'f"lib/{PACKAGE}"' in setup
+    arguments = {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"
+    }
+    assert {"model", "params_file", "device", "use_sim"} <= arguments
+    # Parameters the launch file passes to the controller are real ControllerParams fields.
+    fields = {f.name for f in dataclasses.fields(ControllerParams)}
+    (controller,) = [
+        n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "LifecycleNode"
+    ]
+    passed = {
+        key.value
+        for kw in controller.keywords
+        if kw.arg == "parameters"
+        for node in ast.walk(kw.value)
+        if isinstance(node, ast.Dict)
+        for key in node.keys
+        if isinstance(key, ast.Constant)
+    }
+    assert passed == {"model", "device", "autostart"} and passed <= fields
+
+
+def test_params_yaml_lists_exactly_the_node_parameters_with_valid_values() -> None:
+    data = yaml.safe_load((ROOT / "config" / "controller.yaml").read_text())
+    params = data["difftori_controller"]["ros__parameters"]
+    fields = {f.name for f in dataclasses.fields(ControllerParams)}
+    assert set(params) == fields
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    ControllerParams(**values).validate()  # the shipped defaults are valid
+
+
+def test_package_is_registered_for_the_ament_index() -> None:
+    assert (ROOT / "resource" / "difftori_ros").is_file()
+    setup = (ROOT / "setup.py").read_text()
+    assert "share/ament_index/resource_index/packages" in setup and "package.xml" in setup
+    assert "<name>difftori_ros</name>" in (ROOT / "package.xml").read_text()
