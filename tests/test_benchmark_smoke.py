@@ -37,3 +37,21 @@ def test_trajopt_benchmark_emits_json_rows() -> None:
     methods = {(r["bench"], r["method"]) for r in rows}
     assert {("trajopt", "reference"), ("trajopt", "theseus"), ("trajopt", "fast")} <= methods
     assert all(r.get("fwd_bwd_ms", r.get("ms_median", 0)) > 0 for r in rows)
+
+
+def test_controller_latency_benchmark_emits_a_row(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "ROS_DOMAIN_ID": str(150 + os.getpid() % 50), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/controller_latency.py", "--quick"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert row["bench"] == "controller_latency" and row["ticks_sent"] == 60
+    assert row["actions_received"] > 0 and row["client_p50_ms"] > 0

@@ -22,7 +22,7 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import JointState, PointCloud2
+from sensor_msgs.msg import Image, JointState, PointCloud2
 from std_msgs.msg import Float64MultiArray, String
 
 from difftori_ros import convert
@@ -207,3 +207,63 @@ def test_invalid_parameters_fail_configure_with_a_clear_message(procs: Procs, no
     procs.stop()
     log = "".join(p.read_text() for p in tmp_path.glob("controller_node-*.log"))
     assert "control_rate_hz must be in (0, 1000]" in log
+
+
+def image_model(path: Path) -> Path:
+    """An (untrained) DiffTORI model that also consumes an 84x84 image."""
+    from difftori_core.checkpoint import save_checkpoint
+    from difftori_core.config import to_dict
+    from difftori_core.envs.metaworld_env import ACTION_NAMES, JOINT_NAMES
+    from difftori_core.nn.encoders import EncoderConfig
+    from difftori_core.policies import PolicyConfig, PolicySpec, make_policy
+    from difftori_core.processing import ProcessingSpec
+
+    spec = PolicySpec(
+        {"point_cloud": [512, 3], "image": [3, 84, 84], "agent_pos": [9]}, 4, [-1.0] * 4, [1.0] * 4, list(ACTION_NAMES)
+    )
+    cfg = PolicyConfig(encoder=EncoderConfig(image_channels=(8, 16)))
+    extra = {
+        "task": "door-open-v3",
+        "processing": to_dict(ProcessingSpec(keys=("point_cloud", "image", "agent_pos"))),
+        "env": {"joint_names": list(JOINT_NAMES)},
+    }
+    return save_checkpoint(path, make_policy(cfg, spec), {"policy": to_dict(cfg)}, extra)
+
+
+def test_bad_images_are_counted_and_answered_with_the_safe_action(procs: Procs, node: Node, tmp_path: Path) -> None:
+    model = image_model(tmp_path / "image_model")
+    ctl = procs.start("difftori_ros.controller_node", f"model:={model}", "autostart:=true")
+    actions: list[Float64MultiArray] = []
+    diags: list[DiagnosticArray] = []
+    node.create_subscription(Float64MultiArray, "difftori/action", actions.append, 10)
+    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    img_pub = node.create_publisher(Image, "camera/color/image_raw", qos_profile_sensor_data)
+    pubs = {
+        "points": node.create_publisher(PointCloud2, "camera/depth/points", qos_profile_sensor_data),
+        "joints": node.create_publisher(JointState, "joint_states", qos_profile_sensor_data),
+    }
+    clock = node.get_clock()
+    rgb = np.zeros((128, 128, 3), np.uint8)
+
+    def good_tick() -> bool:
+        stamp = clock.now().nanoseconds
+        img_pub.publish(convert.numpy_to_image(rgb, "rgb8", stamp))
+        publish_sensors(node, pubs, stamp)
+        return len(actions) > 3
+
+    assert spin_until(node, good_tick, 60), "no actions from good data"
+    unsupported = convert.numpy_to_image(rgb, "rgb8", clock.now().nanoseconds)
+    unsupported.encoding = "yuv422"
+    wrong_size = convert.numpy_to_image(rgb, "rgb8", clock.now().nanoseconds)
+    wrong_size.height, wrong_size.width, wrong_size.step = 256, 256, 768  # data is for 128x128
+    mono = convert.numpy_to_image(rgb[..., 0], "mono8", clock.now().nanoseconds)
+    for bad in (unsupported, wrong_size, mono):
+        img_pub.publish(bad)
+    values: dict[str, str] = {}
+
+    def counted() -> bool:
+        values.update(diag_values(diags))
+        return int(values.get("malformed_image", 0)) >= 3
+
+    assert spin_until(node, counted, 10), values
+    assert ctl.poll() is None
