@@ -284,11 +284,13 @@ class ControllerNode(LifecycleNode):
             return None
         self._last_obs_stamp = obs.stamp_ns
         try:
+            t_process = time.perf_counter()
             processed = self.processor.process(obs.values)
         except ProcessingError as err:
             return self._fallback("nonfinite_input", str(err))
         frame = {k: torch.from_numpy(processed[k]).unsqueeze(0) for k in self.policy.spec.obs_shapes}
         try:
+            t_policy = time.perf_counter()
             action = self.policy.select_action(frame)[0].cpu().numpy().astype(np.float64)
         except (RuntimeError, ValueError) as err:
             return self._fallback("solver_failure", f"policy raised {err}")
@@ -301,7 +303,11 @@ class ControllerNode(LifecycleNode):
         elapsed_ms = (time.perf_counter() - t_start) * 1e3
         deadline_ms = self.params.deadline_ms or 1000.0 / self.params.control_rate_hz
         if elapsed_ms > deadline_ms:
-            return self._fallback("deadline_miss", f"tick took {elapsed_ms:.1f} ms > {deadline_ms:.1f} ms")
+            split = (
+                f"wait {(t_process - t_start) * 1e3:.1f}, processing {(t_policy - t_process) * 1e3:.1f}, "
+                f"policy {(time.perf_counter() - t_policy) * 1e3:.1f} ms"
+            )
+            return self._fallback("deadline_miss", f"tick took {elapsed_ms:.1f} ms > {deadline_ms:.1f} ms ({split})")
         self._publish(action, obs.stamp_ns)
         self.counters.inc("actions_published")
         return None
