@@ -72,3 +72,35 @@ def test_package_is_registered_for_the_ament_index() -> None:
     setup = (ROOT / "setup.py").read_text()
     assert "share/ament_index/resource_index/packages" in setup and "package.xml" in setup
     assert "<name>difftori_ros</name>" in (ROOT / "package.xml").read_text()
+
+
+def test_pip_install_puts_executables_and_ament_index_where_ros2_looks(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    prefix = tmp_path / "prefix"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--prefix",
+            str(prefix),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for exe in ("controller_node", "sim_robot_node"):
+        path = prefix / "lib" / "difftori_ros" / exe
+        assert path.is_file() and path.stat().st_mode & 0o111, path
+    assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "difftori_ros").is_file()
+    share = prefix / "share" / "difftori_ros"
+    for rel in ("package.xml", "launch/controller.launch.py", "config/controller.yaml"):
+        assert (share / rel).is_file(), rel
