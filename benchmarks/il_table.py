@@ -1,6 +1,6 @@
 """Markdown table of base-policy vs DiffTORI success from training runs' final_eval.json files.
 
-    python benchmarks/il_table.py runs
+python benchmarks/il_table.py runs
 """
 
 from __future__ import annotations

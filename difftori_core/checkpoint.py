@@ -172,9 +172,14 @@ def load_weights(policy: Policy, path: Path) -> None:
     policy.load_state_dict(state)
 
 
-def load_policy(path: str | Path, device: str | torch.device = "cpu") -> tuple[Policy, dict[str, Any]]:
+def load_policy(
+    path: str | Path, device: str | torch.device = "cpu", backend: str = "torch"
+) -> tuple[Policy, dict[str, Any]]:
     """Build the policy a checkpoint describes and load its weights. Returns (policy in eval
-    mode, info) where info has the resolved `path`, `config` (dict) and `spec` (dict)."""
+    mode, info) where info has the resolved `path`, `config` (dict) and `spec` (dict).
+
+    backend: "torch", or "onnxruntime" to run the networks from the model's ONNX export
+    (`python -m difftori_core.export`); info then also has `onnx` (manifest + providers)."""
     ckpt = resolve(path)
     spec = read_spec(ckpt)
     config = read_config(ckpt)
@@ -186,7 +191,14 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> tuple[P
     policy = make_policy(policy_cfg, policy_spec)
     load_weights(policy, ckpt)
     policy.to(device).eval()
-    return policy, {"path": ckpt, "config": config, "spec": spec}
+    info: dict[str, Any] = {"path": ckpt, "config": config, "spec": spec}
+    if backend == "onnxruntime":
+        from difftori_core.onnx_backend import use_onnxruntime
+
+        info["onnx"] = use_onnxruntime(policy, ckpt, device)
+    elif backend != "torch":
+        raise ValueError(f"backend must be torch or onnxruntime, got {backend!r}")
+    return policy, info
 
 
 def load_training_state(path: Path) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Evaluate a policy in simulation: success rate over seeded episodes, optional GIF.
 
     python -m difftori_core.eval <checkpoint|model dir|run dir> [--episodes 50] [--seed 1000]
-        [--no-refine] [--gif episode.gif] [--device cpu] [key=value overrides of the env config]
+        [--no-refine] [--gif episode.gif] [--device cpu] [--backend torch|onnxruntime]
+        [key=value overrides of the env config]
 
 Episode k uses seed `seed + k`, so two evaluations with the same arguments see the same
 initial states (and a base-vs-DiffTORI comparison is paired).
@@ -114,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="onnxruntime runs the encoders and base network from the model's ONNX export",
+    )
     parser.add_argument("--no-refine", action="store_true", help="DiffTORI policies: run the base policy alone")
     parser.add_argument("--gif", type=Path, default=None, help="write the first episode as a GIF")
     parser.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
@@ -122,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)  # overrides may follow options
     torch.set_num_threads(args.threads)
     try:
-        policy, info = load_policy(args.checkpoint, args.device)
+        policy, info = load_policy(args.checkpoint, args.device, args.backend)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -131,7 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     env_cfg = from_dict(MetaWorldEnvConfig, apply_overrides(dict(info["config"]["env"]), args.overrides))
     processing = from_dict(ProcessingSpec, info["spec"]["processing"])
     result = run_episodes(policy, env_cfg, processing, args.episodes, args.seed, args.gif)
-    out = {"checkpoint": str(info["path"]), "task": env_cfg.task, "refine": not args.no_refine, **result.summary()}
+    out = {
+        "checkpoint": str(info["path"]),
+        "task": env_cfg.task,
+        "refine": not args.no_refine,
+        "backend": args.backend,
+        **result.summary(),
+    }
     print(json.dumps(out))
     if args.json:
         args.json.write_text(json.dumps({**out, "per_episode": result.per_episode, "env": to_dict(env_cfg)}, indent=2))

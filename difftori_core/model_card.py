@@ -4,9 +4,11 @@
         [--command "the training command"]
 
 The model folder gets the latest checkpoint without its training state (a shipped model is for
-running, not resuming), `final_eval.json` from the run, and `README.md`: task, data, training
-command, success of the base policy alone vs the DiffTORI policy (same seeded episodes), and the
-per-chunk inference time on this machine's CPU.
+running, not resuming), `final_eval.json` from the run, its ONNX export (`onnx/`, see
+`difftori_core.export`) and `README.md`: task, data, training command, success of the base policy
+alone vs the DiffTORI policy (same seeded episodes), and the per-chunk inference time on this
+machine's CPU with the torch and the ONNX Runtime backends. Passing a model folder as both `run`
+and `out` refreshes its export and card in place.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 from difftori_core import checkpoint as ckpt
 from difftori_core.data.dataset import Dataset
+from difftori_core.export import export_policy
 from difftori_core.policies import DiffTORIPolicy
 from difftori_core.training_data import WindowSampler
 
@@ -49,11 +52,12 @@ def package(run: Path, out: Path, command: str) -> Path:
     src = ckpt.resolve(run)
     final = json.loads((run / "final_eval.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
-    for name in (ckpt.MODEL_FILE, ckpt.CONFIG_FILE, ckpt.SPEC_FILE):
-        shutil.copy2(src / name, out / name)
-    shutil.copy2(run / "final_eval.json", out / "final_eval.json")
-    if (run / "learning_curve.png").exists():
-        shutil.copy2(run / "learning_curve.png", out / "learning_curve.png")
+    if src.resolve() != out.resolve():
+        for name in (ckpt.MODEL_FILE, ckpt.CONFIG_FILE, ckpt.SPEC_FILE):
+            shutil.copy2(src / name, out / name)
+        shutil.copy2(run / "final_eval.json", out / "final_eval.json")
+        if (run / "learning_curve.png").exists():
+            shutil.copy2(run / "learning_curve.png", out / "learning_curve.png")
 
     torch.set_num_threads(1)
     policy, info = ckpt.load_policy(out)
@@ -64,6 +68,9 @@ def package(run: Path, out: Path, command: str) -> Path:
         timings["base policy alone"] = chunk_latency_ms(policy, dataset)
         policy.config.refine = True
     timings[info["config"]["policy"]["type"]] = chunk_latency_ms(policy, dataset)
+    manifest = export_policy(policy, out, info["spec"])
+    onnx_policy, _ = ckpt.load_policy(out, backend="onnxruntime")
+    timings[f"{info['config']['policy']['type']}, onnxruntime backend"] = chunk_latency_ms(onnx_policy, dataset)
 
     cfg, spec = info["config"], info["spec"]
     size_mb = (out / ckpt.MODEL_FILE).stat().st_size / 1e6
@@ -118,6 +125,16 @@ def package(run: Path, out: Path, command: str) -> Path:
         "| policy | ms per chunk |",
         "|---|---|",
         *[f"| {name} | {ms:.1f} |" for name, ms in timings.items()],
+        "",
+        f"## ONNX export (`onnx/`, opset {manifest['opset']})",
+        "",
+        "The observation encoder and the base network as ONNX graphs (dynamic batch axis); the "
+        "trajectory optimization stays in torch. Use them with `--backend onnxruntime` (eval) or the "
+        "controller's `backend:=onnxruntime`.",
+        "",
+        "| file | max abs difference to torch (batch 1 and 4) |",
+        "|---|---|",
+        *[f"| `{e['file']}` | {e['parity_max_abs_error']:.1e} |" for e in manifest["networks"].values()],
         "",
         "![learning curve](learning_curve.png)",
         "",

@@ -58,6 +58,7 @@ class ControllerParams:
 
     model: str = "models/door-open-v3-difftori"
     device: str = "auto"
+    backend: str = "torch"  # torch | onnxruntime (the model's ONNX export)
     control_rate_hz: float = 20.0
     image_topic: str = "camera/color/image_raw"
     use_compressed_image: bool = False
@@ -82,6 +83,8 @@ class ControllerParams:
             problems.append("model must name a model, checkpoint or run directory")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             problems.append(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.backend not in ("torch", "onnxruntime"):
+            problems.append(f"backend must be torch or onnxruntime, got {self.backend!r}")
         if not 0 < self.control_rate_hz <= 1000:
             problems.append(f"control_rate_hz must be in (0, 1000], got {self.control_rate_hz}")
         if self.qos_depth < 1:
@@ -133,7 +136,7 @@ class ControllerNode(LifecycleNode):
             self.params = p = self.read_params()
             torch.set_num_threads(p.torch_threads)
             device = ("cuda" if torch.cuda.is_available() else "cpu") if p.device == "auto" else p.device
-            self.policy, info = load_policy(p.model, device)
+            self.policy, info = load_policy(p.model, device, p.backend)
             self.processing = from_dict(ProcessingSpec, info["spec"]["processing"])
         except (ValueError, CheckpointError) as err:
             self.get_logger().error(f"configure failed: {err}")
@@ -174,7 +177,7 @@ class ControllerNode(LifecycleNode):
         )
         self._timers.append(self.create_timer(p.diagnostics_period_s, self._publish_diagnostics))
         self.get_logger().info(
-            f"configured: model {info['path']} on {device}, sensors {self.keys}, {p.control_rate_hz} Hz"
+            f"configured: model {info['path']} on {device} ({p.backend}), sensors {self.keys}, {p.control_rate_hz} Hz"
         )
         return TransitionCallbackReturn.SUCCESS
 

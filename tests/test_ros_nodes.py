@@ -101,13 +101,14 @@ def diag_values(msgs: list[DiagnosticArray]) -> dict[str, str]:
     return {}
 
 
-def test_closed_loop_on_the_simulated_robot(procs: Procs, node: Node) -> None:
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_closed_loop_on_the_simulated_robot(procs: Procs, node: Node, backend: str) -> None:
     episodes: list[dict] = []
     diags: list[DiagnosticArray] = []
     node.create_subscription(String, "sim/episode", lambda m: episodes.append(json.loads(m.data)), 10)
     node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
     procs.start("difftori_ros.sim_robot_node", "episodes:=3", "max_episode_steps:=150")
-    procs.start("difftori_ros.controller_node", f"model:={MODEL}", "autostart:=true")
+    procs.start("difftori_ros.controller_node", f"model:={MODEL}", "autostart:=true", f"backend:={backend}")
     assert spin_until(node, lambda: len(episodes) >= 3, timeout=150), f"episodes: {episodes}"
     assert spin_until(node, lambda: int(diag_values(diags).get("actions_published", 0)) > 0, timeout=5)
     # The shipped model opens the door through ROS as it does in-process.
@@ -201,12 +202,15 @@ def test_lifecycle_and_bad_inputs_keep_the_node_alive(procs: Procs, node: Node) 
 
 
 def test_invalid_parameters_fail_configure_with_a_clear_message(procs: Procs, node: Node, tmp_path: Path) -> None:
-    ctl = procs.start("difftori_ros.controller_node", "model:=/nonexistent", "control_rate_hz:=-5.0")
+    ctl = procs.start(
+        "difftori_ros.controller_node", "model:=/nonexistent", "control_rate_hz:=-5.0", "backend:=tensorrt"
+    )
     assert not change_state(node, Transition.TRANSITION_CONFIGURE)
     assert get_state(node) == "unconfigured" and ctl.poll() is None
     procs.stop()
     log = "".join(p.read_text() for p in tmp_path.glob("controller_node-*.log"))
     assert "control_rate_hz must be in (0, 1000]" in log
+    assert "backend must be torch or onnxruntime, got 'tensorrt'" in log
 
 
 def image_model(path: Path) -> Path:

@@ -68,7 +68,9 @@ def test_short_training_run_lowers_the_loss_and_writes_its_outputs(dataset: Path
     policy, info = ckpt.load_policy(tmp_path / "run")
     assert info["spec"]["step"] == 90 and info["spec"]["processing"]["num_points"] == 64
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
-        "latest", "step_0000060", "step_0000090",
+        "latest",
+        "step_0000060",
+        "step_0000090",
     ]
 
 
@@ -79,8 +81,12 @@ def test_killed_run_resumes_exactly(dataset: Path, tmp_path: Path) -> None:
 
     run = tmp_path / "killed"
     args = [*SMALL, f"dataset={dataset}", f"output_dir={run}", *steps]
-    proc = subprocess.Popen([sys.executable, "-m", "difftori_core.train", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "difftori_core.train", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ.copy(),
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if list((run / "checkpoints").glob("step_000002*")):
@@ -121,6 +127,15 @@ def test_eval_cli_reports_success_writes_a_gif_and_refuses_a_corrupt_model(
     assert [e["seed"] for e in result["per_episode"]] == [1000, 1001]
     assert all(e["steps"] <= 20 for e in result["per_episode"])
     assert gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+
+    from difftori_core.export import main as export_main
+
+    assert export_main([str(run)]) == 0
+    onnx_out = tmp_path / "eval_onnx.json"
+    assert eval_main([*args[:3], "--json", str(onnx_out), "max_episode_steps=20", "--backend", "onnxruntime"]) == 0
+    onnx_result = json.loads(onnx_out.read_text())
+    assert onnx_result["backend"] == "onnxruntime" and onnx_result["per_episode"] == result["per_episode"]
+
     model = ckpt.resolve(run) / ckpt.MODEL_FILE
     model.write_bytes(model.read_bytes()[:100])
     assert eval_main([str(run), "--episodes", "1"]) == 2

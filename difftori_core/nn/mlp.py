@@ -146,7 +146,8 @@ class MLP(nn.Module):
         for layer in plan.hidden:
             h = _affine(x, layer)
             if layer.norm is not None:
-                h = F.layer_norm(h, h.shape[-1:], *layer.norm)
+                # A Python-int shape (not h.shape) keeps the graph static for ONNX export.
+                h = F.layer_norm(h, (layer.norm[0].numel(),), *layer.norm)
             x = activation(self.act, h)
         return activation(self.out_act, _affine(x, plan.out))
 

@@ -82,6 +82,7 @@ class Policy(nn.Module):
             dims["agent_pos"] = self.spec.obs_shapes["agent_pos"][0]
         self.normalizer = Normalizer(dims)
         self.encoder = ObservationEncoder(self.spec.obs_shapes, self.n_obs_steps, encoder)
+        self.feature_dim = self.encoder.feature_dim  # stays known if the encoder is swapped for ONNX
 
     # -- shared helpers ------------------------------------------------------------------
 

@@ -1,0 +1,139 @@
+"""The ONNX Runtime inference backend: a policy whose networks run as exported ONNX graphs.
+
+`use_onnxruntime(policy, model_dir, device)` swaps each exported submodule (see
+`difftori_core.export.networks`) for an `OrtModule` with the same call signature, so the policy
+code path (normalization, DDIM loop, trajectory optimization, clamping, action queue) is the
+same for both backends. Execution providers follow the device: CUDA when the device is cuda and
+ONNX Runtime can load its CUDA provider, CPU otherwise; ONNX Runtime's own logging is limited to
+errors so a CPU-only machine prints no provider warnings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from difftori_core.checkpoint import MODEL_FILE, CheckpointError
+from difftori_core.export import MANIFEST, MANIFEST_FORMAT, MANIFEST_VERSION, ONNX_DIR, networks, sha256
+from difftori_core.policies import Policy
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime")
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int64)": np.int64}
+
+
+class OnnxModelError(CheckpointError):
+    """A model's ONNX export is missing, corrupt, stale or does not fit the policy."""
+
+
+def providers_for(device: str | torch.device) -> list[Any]:
+    import onnxruntime as ort
+
+    device = torch.device(device)
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(path: Path, providers: Sequence[Any] | None = None, threads: int | None = None) -> Any:
+    """An InferenceSession with full graph optimization, `threads` intra-op threads (default:
+    torch's setting, so both backends get the same CPU budget) and errors-only logging."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    wants_cuda = any((p[0] if isinstance(p, tuple) else p) == "CUDAExecutionProvider" for p in providers or [])
+    if wants_cuda and hasattr(ort, "preload_dlls"):
+        try:  # CUDA/cuDNN libraries from the pip wheels torch brought, when there are some
+            ort.preload_dlls(directory="")
+        except Exception:  # noqa: BLE001 - missing libraries only mean the CPU provider is used
+            pass
+    providers = list(providers or ["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    if wants_cuda and "CUDAExecutionProvider" not in session.get_providers():
+        log.warning("%s: ONNX Runtime could not load its CUDA provider; running on CPU", path.name)
+    return session
+
+
+class OrtModule(nn.Module):
+    """Calls an ONNX Runtime session like the torch module it replaces: positional tensors, or
+    one dict keyed by input name (the observation encoder). A 0-d input (the diffusion timestep
+    during sampling) stands for the same value for every sample and is broadcast to the batch.
+    Outputs come back as torch tensors on `device`."""
+
+    def __init__(self, session: Any, device: torch.device) -> None:
+        super().__init__()
+        self.session = session
+        self.device = device
+        self.names = [i.name for i in session.get_inputs()]
+        self.dtypes = [_ORT_DTYPES[i.type] for i in session.get_inputs()]
+
+    def forward(self, *args: Any) -> Tensor:
+        values = [args[0][n] for n in self.names] if len(args) == 1 and isinstance(args[0], Mapping) else list(args)
+        batch = next(v.shape[0] for v in values if v.dim() > 0)
+        feed = {
+            name: (v.expand(batch) if v.dim() == 0 else v).detach().cpu().numpy().astype(dtype, copy=False)
+            for name, v, dtype in zip(self.names, values, self.dtypes, strict=True)
+        }
+        return torch.from_numpy(self.session.run(None, feed)[0]).to(self.device)
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / ONNX_DIR / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise OnnxModelError(
+            f"{model_dir}: no ONNX export ({path} missing); run: python -m difftori_core.export {model_dir}"
+        ) from err
+    except json.JSONDecodeError as err:
+        raise OnnxModelError(f"{path}: not valid JSON ({err})") from err
+    if manifest.get("format") != MANIFEST_FORMAT or manifest.get("version") != MANIFEST_VERSION:
+        raise OnnxModelError(f"{path}: not a {MANIFEST_FORMAT} v{MANIFEST_VERSION} manifest")
+    return manifest
+
+
+def use_onnxruntime(policy: Policy, model_dir: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Replace `policy`'s exported networks with ONNX Runtime sessions (in place). The export
+    must come from these exact weights (the manifest records their sha256) and every file must
+    match its recorded hash. Returns the manifest with the providers in use added."""
+    manifest = read_manifest(model_dir)
+    weights = sha256(model_dir / MODEL_FILE)
+    if manifest.get("weights_sha256") != weights:
+        raise OnnxModelError(
+            f"{model_dir / ONNX_DIR}: exported from other weights than {model_dir / MODEL_FILE}; "
+            f"re-run: python -m difftori_core.export {model_dir}"
+        )
+    device = torch.device(device)
+    providers = providers_for(device)
+    in_use: dict[str, list[str]] = {}
+    for net in networks(policy):
+        entry = manifest["networks"].get(net.name)
+        if entry is None:
+            raise OnnxModelError(f"{model_dir / ONNX_DIR / MANIFEST}: no {net.name!r} network for this policy")
+        path = model_dir / ONNX_DIR / entry["file"]
+        if not path.is_file() or sha256(path) != entry["sha256"]:
+            raise OnnxModelError(f"{path}: missing or corrupt (sha256 does not match the manifest)")
+        try:
+            session = make_session(path, providers)
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise OnnxModelError(f"{path}: ONNX Runtime cannot load it ({err})") from err
+        expected = list(net.inputs(1))
+        got = [i.name for i in session.get_inputs()]
+        if got != expected:
+            raise OnnxModelError(f"{path}: inputs {got} do not match the policy's {expected}")
+        setattr(net.owner, net.attr, OrtModule(session, device))
+        in_use[net.name] = session.get_providers()
+    return {**manifest, "providers_in_use": in_use}

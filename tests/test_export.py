@@ -1,0 +1,144 @@
+"""ONNX export and the ONNX Runtime backend: parity with torch for every exported network and
+every policy type, batch 1 and batch N, and refusal of missing, corrupt or stale exports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from difftori_core import checkpoint as ckpt
+from difftori_core.config import to_dict
+from difftori_core.export import ONNX_DIR, export_policy, main, networks, torch_outputs
+from difftori_core.onnx_backend import OnnxModelError, OrtModule, use_onnxruntime
+from tests.test_policies import batch, fitted, small_config
+
+# Float32 graphs with fused kernels: differences are rounding, a few 1e-6 on O(1) outputs.
+NETWORK_TOL = 1e-4
+# A DiffTORI chunk is a few LM steps away from the base proposal; rounding differences of the
+# features pass through the linear solves, still far below an action's resolution on a robot.
+CHUNK_TOL = 1e-4
+
+CASES = [
+    ("mlp_bc", {}),
+    ("diffusion", {}),
+    ("difftori", {}),
+    ("difftori", {"cost_encoder": "own"}),
+    ("difftori", {"base": "diffusion"}),
+]
+IDS = ["mlp_bc", "diffusion", "difftori", "difftori-own-encoder", "difftori-diffusion-base"]
+
+
+def saved(tmp_path: Path, kind: str, kw: dict) -> Path:
+    policy, _ = fitted(kind, **kw)
+    config = {"policy": to_dict(small_config(kind, **kw))}
+    return ckpt.save_checkpoint(tmp_path / "model", policy, config, {"processing": {"keys": ["point_cloud"]}})
+
+
+@pytest.mark.parametrize(("kind", "kw"), CASES, ids=IDS)
+def test_every_network_and_the_whole_policy_match_torch(tmp_path: Path, kind: str, kw: dict) -> None:
+    path = saved(tmp_path, kind, kw)
+    reference, info = ckpt.load_policy(path)
+    manifest = export_policy(reference, path, info["spec"])
+    expected = {n.name for n in networks(reference)}
+    assert set(manifest["networks"]) == expected and "encoder" in expected
+    assert manifest["processing"] == {"keys": ["point_cloud"]}
+
+    onnx_policy, onnx_info = ckpt.load_policy(path, backend="onnxruntime")
+    assert onnx_info["onnx"]["providers_in_use"]["encoder"] == ["CPUExecutionProvider"]
+    for net, ort_net in zip(networks(reference), networks(onnx_policy), strict=True):
+        assert isinstance(ort_net.module, OrtModule)
+        for n in (1, 5):
+            inputs = net.inputs(n)
+            err = (ort_net.module(*inputs.values()).numpy() - torch_outputs(net, inputs)).__abs__().max()
+            print(f"{kind}{kw} {net.name} batch {n}: max abs error {err:.2e}")
+            assert err < NETWORK_TOL, f"{net.name}: {err}"
+        assert manifest["networks"][net.name]["parity_max_abs_error"] < NETWORK_TOL
+
+    for n in (1, 3):
+        obs = batch(n, seed=n)["obs"]
+        reference.reset()
+        onnx_policy.reset()
+        err = (onnx_policy.predict_action_chunk(obs) - reference.predict_action_chunk(obs)).abs().max().item()
+        print(f"{kind}{kw} chunk batch {n}: max abs error {err:.2e}")
+        assert err < CHUNK_TOL
+
+
+def test_diffusion_timestep_scalar_is_broadcast_to_the_batch(tmp_path: Path) -> None:
+    path = saved(tmp_path, "diffusion", {})
+    reference, info = ckpt.load_policy(path)
+    export_policy(reference, path, info["spec"])
+    onnx_policy, _ = ckpt.load_policy(path, backend="onnxruntime")
+    x, cond = torch.randn(3, 8, 4), torch.randn(3, reference.encoder.feature_dim)
+    t = torch.tensor(7)
+    torch.testing.assert_close(onnx_policy.unet(x, t, cond), reference.unet(x, t, cond), atol=NETWORK_TOL, rtol=0)
+
+
+def test_missing_corrupt_and_stale_exports_are_refused(tmp_path: Path) -> None:
+    path = saved(tmp_path, "difftori", {})
+    policy, info = ckpt.load_policy(path)
+    with pytest.raises(OnnxModelError, match="python -m difftori_core.export"):
+        ckpt.load_policy(path, backend="onnxruntime")
+    export_policy(policy, path, info["spec"])
+
+    encoder = path / ONNX_DIR / "encoder.onnx"
+    good = encoder.read_bytes()
+    encoder.write_bytes(good[: len(good) // 2])
+    with pytest.raises(OnnxModelError, match="corrupt"):
+        ckpt.load_policy(path, backend="onnxruntime")
+    encoder.write_bytes(good)
+
+    manifest = path / ONNX_DIR / "manifest.json"
+    manifest.write_text("{not json")
+    with pytest.raises(OnnxModelError, match="not valid JSON"):
+        ckpt.load_policy(path, backend="onnxruntime")
+    export_policy(policy, path, info["spec"])
+
+    with torch.no_grad():  # retrained weights, old export
+        next(policy.parameters()).add_(0.1)
+    save_file({k: v.contiguous() for k, v in policy.state_dict().items()}, path / ckpt.MODEL_FILE)
+    with pytest.raises(OnnxModelError, match="other weights"):
+        ckpt.load_policy(path, backend="onnxruntime")
+    with pytest.raises(ValueError, match="backend must be"):
+        ckpt.load_policy(path, backend="tensorrt")
+
+
+def test_export_cli_writes_files_and_reports_parity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = saved(tmp_path, "mlp_bc", {})
+    assert main([str(path), "--out", str(tmp_path / "elsewhere")]) == 0
+    out = capsys.readouterr().out
+    assert "encoder.onnx" in out and "base_head.onnx" in out and "max |onnxruntime - torch|" in out
+    manifest = json.loads((tmp_path / "elsewhere" / "manifest.json").read_text())
+    assert manifest["opset"] == 17 and manifest["networks"]["encoder"]["inputs"]["image"]["dtype"] == "uint8"
+    assert main([str(tmp_path / "nowhere")]) == 2
+
+
+SHIPPED = sorted(p for p in (Path(__file__).parents[1] / "models").iterdir() if (p / "model.safetensors").is_file())
+
+
+@pytest.mark.parametrize("model", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_models_carry_an_onnx_export_that_matches_torch(model: Path) -> None:
+    reference, _ = ckpt.load_policy(model)
+    onnx_policy, info = ckpt.load_policy(model, backend="onnxruntime")
+    for net, ort_net in zip(networks(reference), networks(onnx_policy), strict=True):
+        inputs = net.inputs(4)
+        err = np.abs(ort_net.module(*inputs.values()).numpy() - torch_outputs(net, inputs)).max()
+        print(f"{model.name} {net.name}: max abs error {err:.2e}")
+        assert err < NETWORK_TOL
+    obs = networks(reference)[0].inputs(1)  # the encoder's example: one raw observation
+    err = (onnx_policy.predict_action_chunk(obs) - reference.predict_action_chunk(obs)).abs().max().item()
+    print(f"{model.name} chunk: max abs error {err:.2e}")
+    assert err < CHUNK_TOL
+
+
+def test_use_onnxruntime_rejects_an_export_of_another_policy_type(tmp_path: Path) -> None:
+    path = saved(tmp_path, "mlp_bc", {})
+    policy, info = ckpt.load_policy(path)
+    export_policy(policy, path, info["spec"])
+    diffusion, _ = fitted("diffusion")
+    with pytest.raises(OnnxModelError, match="no 'denoiser' network"):
+        use_onnxruntime(diffusion, path)
