@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--soak-minutes", type=float, default=0.0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto")
     parser.add_argument("--quick", action="store_true", help="CI smoke: 60 ticks, no soak")
     args = parser.parse_args(argv)
     if args.quick:
@@ -87,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="difftori_latency_"))
     model = args.model or str(make_model(tmp / "model"))
+    if args.model is None and args.backend != "torch":  # ship the benchmark model like a real one
+        from difftori_core.export import main as export_main
+
+        export_main([model])
     cmd = [
         sys.executable,
         "-m",
@@ -98,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         "autostart:=true",
         "-p",
         f"device:={args.device}",
+        "-p",
+        f"backend:={args.backend}",
         "-p",
         f"control_rate_hz:={args.rate}",
         "-p",
@@ -177,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "bench": "controller_latency",
                     "device": args.device,
+                    "backend": args.backend,
                     "rate_hz": args.rate,
                     "ticks_sent": n_sent,
                     "actions_received": len(lat),

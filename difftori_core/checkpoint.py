@@ -42,6 +42,7 @@ MODEL_FILE, CONFIG_FILE, SPEC_FILE, STATE_FILE, LATEST = (
     "training_state.pt",
     "latest",
 )
+ONNX_DIR = "onnx"  # a model's ONNX export (difftori_core.export), beside its weights
 
 
 class CheckpointError(RuntimeError):
@@ -178,8 +179,10 @@ def load_policy(
     """Build the policy a checkpoint describes and load its weights. Returns (policy in eval
     mode, info) where info has the resolved `path`, `config` (dict) and `spec` (dict).
 
-    backend: "torch", or "onnxruntime" to run the networks from the model's ONNX export
-    (`python -m difftori_core.export`); info then also has `onnx` (manifest + providers)."""
+    backend: "torch"; "onnxruntime" to run the networks from the model's ONNX export
+    (`python -m difftori_core.export`; info then also has `onnx`: manifest + providers); or
+    "auto": onnxruntime when the model carries an export (a broken one is still refused), else
+    torch. info["backend"] is the backend in use."""
     ckpt = resolve(path)
     spec = read_spec(ckpt)
     config = read_config(ckpt)
@@ -191,13 +194,15 @@ def load_policy(
     policy = make_policy(policy_cfg, policy_spec)
     load_weights(policy, ckpt)
     policy.to(device).eval()
-    info: dict[str, Any] = {"path": ckpt, "config": config, "spec": spec}
+    if backend == "auto":
+        backend = "onnxruntime" if (ckpt / ONNX_DIR).is_dir() else "torch"
+    info: dict[str, Any] = {"path": ckpt, "config": config, "spec": spec, "backend": backend}
     if backend == "onnxruntime":
         from difftori_core.onnx_backend import use_onnxruntime
 
         info["onnx"] = use_onnxruntime(policy, ckpt, device)
     elif backend != "torch":
-        raise ValueError(f"backend must be torch or onnxruntime, got {backend!r}")
+        raise ValueError(f"backend must be auto, torch or onnxruntime, got {backend!r}")
     return policy, info
 
 

@@ -32,10 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from difftori_core.checkpoint import MODEL_FILE
+from difftori_core.checkpoint import MODEL_FILE, ONNX_DIR
 from difftori_core.policies import DiffTORIPolicy, DiffusionPolicy, MLPBCPolicy, Policy
 
-ONNX_DIR = "onnx"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "difftori-onnx"
 MANIFEST_VERSION = 1

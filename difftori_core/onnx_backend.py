@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from difftori_core.checkpoint import MODEL_FILE, CheckpointError
-from difftori_core.export import MANIFEST, MANIFEST_FORMAT, MANIFEST_VERSION, ONNX_DIR, networks, sha256
+from difftori_core.checkpoint import MODEL_FILE, ONNX_DIR, CheckpointError
+from difftori_core.export import MANIFEST, MANIFEST_FORMAT, MANIFEST_VERSION, networks, sha256
 from difftori_core.policies import Policy
 
 log = logging.getLogger(__name__)

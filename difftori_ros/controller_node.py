@@ -58,7 +58,7 @@ class ControllerParams:
 
     model: str = "models/door-open-v3-difftori"
     device: str = "auto"
-    backend: str = "torch"  # torch | onnxruntime (the model's ONNX export)
+    backend: str = "auto"  # auto | torch | onnxruntime (auto: onnxruntime when the model has an export)
     control_rate_hz: float = 20.0
     image_topic: str = "camera/color/image_raw"
     use_compressed_image: bool = False
@@ -83,8 +83,8 @@ class ControllerParams:
             problems.append("model must name a model, checkpoint or run directory")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             problems.append(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
-        if self.backend not in ("torch", "onnxruntime"):
-            problems.append(f"backend must be torch or onnxruntime, got {self.backend!r}")
+        if self.backend not in ("auto", "torch", "onnxruntime"):
+            problems.append(f"backend must be auto, torch or onnxruntime, got {self.backend!r}")
         if not 0 < self.control_rate_hz <= 1000:
             problems.append(f"control_rate_hz must be in (0, 1000], got {self.control_rate_hz}")
         if self.qos_depth < 1:
@@ -177,7 +177,8 @@ class ControllerNode(LifecycleNode):
         )
         self._timers.append(self.create_timer(p.diagnostics_period_s, self._publish_diagnostics))
         self.get_logger().info(
-            f"configured: model {info['path']} on {device} ({p.backend}), sensors {self.keys}, {p.control_rate_hz} Hz"
+            f"configured: model {info['path']} on {device} ({info['backend']}), sensors {self.keys}, "
+            f"{p.control_rate_hz} Hz"
         )
         return TransitionCallbackReturn.SUCCESS
 

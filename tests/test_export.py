@@ -12,8 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 from difftori_core import checkpoint as ckpt
+from difftori_core.checkpoint import ONNX_DIR
 from difftori_core.config import to_dict
-from difftori_core.export import ONNX_DIR, export_policy, main, networks, torch_outputs
+from difftori_core.export import export_policy, main, networks, torch_outputs
 from difftori_core.onnx_backend import OnnxModelError, OrtModule, use_onnxruntime
 from tests.test_policies import batch, fitted, small_config
 
@@ -103,7 +104,7 @@ def test_missing_corrupt_and_stale_exports_are_refused(tmp_path: Path) -> None:
     save_file({k: v.contiguous() for k, v in policy.state_dict().items()}, path / ckpt.MODEL_FILE)
     with pytest.raises(OnnxModelError, match="other weights"):
         ckpt.load_policy(path, backend="onnxruntime")
-    with pytest.raises(ValueError, match="backend must be"):
+    with pytest.raises(ValueError, match="backend must be auto, torch or onnxruntime"):
         ckpt.load_policy(path, backend="tensorrt")
 
 
@@ -142,3 +143,15 @@ def test_use_onnxruntime_rejects_an_export_of_another_policy_type(tmp_path: Path
     diffusion, _ = fitted("diffusion")
     with pytest.raises(OnnxModelError, match="no 'denoiser' network"):
         use_onnxruntime(diffusion, path)
+
+
+def test_auto_backend_uses_the_export_when_there_is_one_and_still_refuses_a_broken_one(tmp_path: Path) -> None:
+    path = saved(tmp_path, "mlp_bc", {})
+    policy, info = ckpt.load_policy(path, backend="auto")
+    assert info["backend"] == "torch" and "onnx" not in info
+    export_policy(policy, path, info["spec"])
+    onnx_policy, info = ckpt.load_policy(path, backend="auto")
+    assert info["backend"] == "onnxruntime" and isinstance(onnx_policy.encoder, OrtModule)
+    (path / ONNX_DIR / "base_head.onnx").write_bytes(b"garbage")
+    with pytest.raises(OnnxModelError, match="base_head.onnx: missing or corrupt"):
+        ckpt.load_policy(path, backend="auto")

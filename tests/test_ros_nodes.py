@@ -210,7 +210,7 @@ def test_invalid_parameters_fail_configure_with_a_clear_message(procs: Procs, no
     procs.stop()
     log = "".join(p.read_text() for p in tmp_path.glob("controller_node-*.log"))
     assert "control_rate_hz must be in (0, 1000]" in log
-    assert "backend must be torch or onnxruntime, got 'tensorrt'" in log
+    assert "backend must be auto, torch or onnxruntime, got 'tensorrt'" in log
 
 
 def image_model(path: Path) -> Path:
