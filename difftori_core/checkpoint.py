@@ -181,8 +181,9 @@ def load_policy(
 
     backend: "torch"; "onnxruntime" to run the networks from the model's ONNX export
     (`python -m difftori_core.export`; info then also has `onnx`: manifest + providers); or
-    "auto": onnxruntime when the model carries an export (a broken one is still refused), else
-    torch. info["backend"] is the backend in use."""
+    "auto": when the model carries an export (a broken one is still refused), whichever of the
+    two is faster on this machine (timed on a synthetic observation, ~1 s), else torch.
+    info["backend"] is the backend in use."""
     ckpt = resolve(path)
     spec = read_spec(ckpt)
     config = read_config(ckpt)
@@ -194,10 +195,14 @@ def load_policy(
     policy = make_policy(policy_cfg, policy_spec)
     load_weights(policy, ckpt)
     policy.to(device).eval()
-    if backend == "auto":
-        backend = "onnxruntime" if (ckpt / ONNX_DIR).is_dir() else "torch"
     info: dict[str, Any] = {"path": ckpt, "config": config, "spec": spec, "backend": backend}
-    if backend == "onnxruntime":
+    if backend == "auto" and (ckpt / ONNX_DIR).is_dir():
+        from difftori_core.onnx_backend import faster_backend
+
+        info.update(faster_backend(policy, ckpt))
+    elif backend == "auto":
+        info["backend"] = "torch"
+    elif backend == "onnxruntime":
         from difftori_core.onnx_backend import use_onnxruntime
 
         info["onnx"] = use_onnxruntime(policy, ckpt, device)

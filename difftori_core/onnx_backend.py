@@ -10,8 +10,11 @@ errors so a CPU-only machine prints no provider warnings.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import statistics
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -137,3 +140,37 @@ def use_onnxruntime(policy: Policy, model_dir: Path, device: str | torch.device 
         setattr(net.owner, net.attr, OrtModule(session, device))
         in_use[net.name] = session.get_providers()
     return {**manifest, "providers_in_use": in_use}
+
+
+def _chunk_ms(policy: Policy, obs: dict[str, Tensor], repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        policy.predict_action_chunk(obs)
+        if obs and next(iter(obs.values())).is_cuda:
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def faster_backend(policy: Policy, model_dir: Path, repeats: int = 20) -> dict[str, Any]:
+    """Time one-observation chunks with torch and with ONNX Runtime on this machine and device,
+    and switch `policy` (in place) to ONNX Runtime if that is faster. Which one wins depends on
+    the model (convolutions gain most) and the hardware, so it is measured, not assumed. Timing
+    runs on copies, so `policy` (its sampling RNG included) is as freshly loaded. Returns info:
+    backend, per-backend median ms and, for onnxruntime, the manifest (`onnx`)."""
+    candidates = {"torch": copy.deepcopy(policy), "onnxruntime": copy.deepcopy(policy)}
+    use_onnxruntime(candidates["onnxruntime"], model_dir, policy.device)
+    obs = {k: v.to(policy.device) for k, v in networks(policy)[0].inputs(1).items()}
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for p in candidates.values():
+        _chunk_ms(p, obs, 3)  # warm-up: first calls allocate
+    for _ in range(2):  # alternate, so a background load slows both alike
+        for name, p in candidates.items():
+            times[name] += _chunk_ms(p, obs, repeats // 2)
+    ms = {name: round(statistics.median(t), 3) for name, t in times.items()}
+    best = min(ms, key=ms.__getitem__)
+    info: dict[str, Any] = {"backend": best, "chunk_ms": ms}
+    if best == "onnxruntime":
+        info["onnx"] = use_onnxruntime(policy, model_dir, policy.device)
+    return info

@@ -145,13 +145,22 @@ def test_use_onnxruntime_rejects_an_export_of_another_policy_type(tmp_path: Path
         use_onnxruntime(diffusion, path)
 
 
-def test_auto_backend_uses_the_export_when_there_is_one_and_still_refuses_a_broken_one(tmp_path: Path) -> None:
-    path = saved(tmp_path, "mlp_bc", {})
+def test_auto_backend_times_both_when_there_is_an_export_and_still_refuses_a_broken_one(tmp_path: Path) -> None:
+    path = saved(tmp_path, "diffusion", {})
     policy, info = ckpt.load_policy(path, backend="auto")
-    assert info["backend"] == "torch" and "onnx" not in info
+    assert info["backend"] == "torch" and "chunk_ms" not in info  # nothing to compare with
     export_policy(policy, path, info["spec"])
-    onnx_policy, info = ckpt.load_policy(path, backend="auto")
-    assert info["backend"] == "onnxruntime" and isinstance(onnx_policy.encoder, OrtModule)
-    (path / ONNX_DIR / "base_head.onnx").write_bytes(b"garbage")
-    with pytest.raises(OnnxModelError, match="base_head.onnx: missing or corrupt"):
+    chosen, info = ckpt.load_policy(path, backend="auto")
+    ms = info["chunk_ms"]
+    assert set(ms) == {"torch", "onnxruntime"} and all(v > 0 for v in ms.values())
+    assert info["backend"] == min(ms, key=ms.get)
+    assert isinstance(chosen.encoder, OrtModule) == (info["backend"] == "onnxruntime")
+    # The timing ran on copies: the chosen policy samples exactly like a freshly loaded one.
+    obs = batch(2, seed=3)["obs"]
+    fresh, _ = ckpt.load_policy(path)
+    torch.testing.assert_close(
+        chosen.predict_action_chunk(obs), fresh.predict_action_chunk(obs), atol=CHUNK_TOL, rtol=0
+    )
+    (path / ONNX_DIR / "denoiser.onnx").write_bytes(b"garbage")
+    with pytest.raises(OnnxModelError, match="denoiser.onnx: missing or corrupt"):
         ckpt.load_policy(path, backend="auto")

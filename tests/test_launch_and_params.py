@@ -88,6 +88,7 @@ def test_pip_install_puts_executables_and_ament_index_where_ros2_looks(tmp_path:
             "-q",
             "--no-deps",
             "--no-build-isolation",
+            "--ignore-installed",  # else pip uninstalls the venv's editable install of this package
             "--prefix",
             str(prefix),
             str(ROOT),
