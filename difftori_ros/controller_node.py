@@ -179,6 +179,7 @@ class ControllerNode(LifecycleNode):
         self.get_logger().info(
             f"configured: model {info['path']} on {device} ({info['backend']}), sensors {self.keys}, "
             f"{p.control_rate_hz} Hz"
+            + (f"; backend auto measured ms per chunk: {info['chunk_ms']}" if "chunk_ms" in info else "")
         )
         return TransitionCallbackReturn.SUCCESS
 

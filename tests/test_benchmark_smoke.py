@@ -55,3 +55,20 @@ def test_controller_latency_benchmark_emits_a_row(tmp_path: Path) -> None:
     (row,) = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert row["bench"] == "controller_latency" and row["ticks_sent"] == 60
     assert row["actions_received"] > 0 and row["client_p50_ms"] > 0
+
+
+def test_inference_benchmark_compares_both_backends_on_the_default_model() -> None:
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/inference.py", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    by_backend = {r["backend"]: r for r in rows if r["bench"] == "inference"}
+    assert set(by_backend) == {"torch", "onnxruntime"}
+    assert all(r["tick_p50_ms"] > 0 and r["ticks"] == 40 for r in by_backend.values())
+    (summary,) = [r for r in rows if r["bench"] == "inference_summary"]
+    assert summary["faster"] == min(by_backend, key=lambda b: by_backend[b]["tick_p50_ms"])
