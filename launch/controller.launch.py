@@ -1,7 +1,7 @@
 """Start the DiffTORI controller, and the simulated robot when use_sim:=true.
 
     ros2 launch difftori_ros controller.launch.py [model:=...] [params_file:=...] [device:=auto|cpu|cuda]
-        [use_sim:=true] [task:=door-open-v3]
+        [backend:=auto|torch|onnxruntime] [use_sim:=true] [task:=door-open-v3]
 
 The controller is a lifecycle node; `autostart` configures and activates it at startup (set it to
 false to drive the transitions from a lifecycle manager instead).
@@ -31,6 +31,9 @@ def generate_launch_description() -> LaunchDescription:
                 description="model folder, checkpoint or run directory",
             ),
             DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda[:N]"),
+            DeclareLaunchArgument(
+                "backend", default_value="auto", description="auto | torch | onnxruntime (inference backend)"
+            ),
             DeclareLaunchArgument("use_sim", default_value="false", description="also start the simulated robot"),
             DeclareLaunchArgument("task", default_value="door-open-v3", description="simulated MetaWorld task"),
             DeclareLaunchArgument("autostart", default_value="true", description="configure + activate at startup"),
@@ -45,6 +48,7 @@ def generate_launch_description() -> LaunchDescription:
                     {
                         "model": LaunchConfiguration("model"),
                         "device": LaunchConfiguration("device"),
+                        "backend": LaunchConfiguration("backend"),
                         "autostart": LaunchConfiguration("autostart"),
                     },
                 ],
