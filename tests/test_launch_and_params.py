@@ -40,7 +40,7 @@ def test_launch_file_starts_installed_executables_with_known_parameters() -> Non
         for node in ast.walk(tree)
         if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"
     }
-    assert {"model", "params_file", "device", "use_sim"} <= arguments
+    assert {"model", "params_file", "device", "backend", "use_sim"} <= arguments
     # Parameters the launch file passes to the controller are real ControllerParams fields.
     fields = {f.name for f in dataclasses.fields(ControllerParams)}
     (controller,) = [
@@ -55,7 +55,7 @@ def test_launch_file_starts_installed_executables_with_known_parameters() -> Non
         for key in node.keys
         if isinstance(key, ast.Constant)
     }
-    assert passed == {"model", "device", "autostart"} and passed <= fields
+    assert passed == {"model", "device", "backend", "autostart"} and passed <= fields
 
 
 def test_params_yaml_lists_exactly_the_node_parameters_with_valid_values() -> None:
