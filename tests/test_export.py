@@ -40,6 +40,27 @@ def saved(tmp_path: Path, kind: str, kw: dict) -> Path:
     return ckpt.save_checkpoint(tmp_path / "model", policy, config, {"processing": {"keys": ["point_cloud"]}})
 
 
+def assert_networks_match(
+    reference: torch.nn.Module, onnx_policy: torch.nn.Module, batches: tuple[int, ...], label: str
+) -> None:
+    """Every exported network of `onnx_policy` against its torch original, on the same inputs."""
+    for net, ort_net in zip(networks(reference), networks(onnx_policy), strict=True):
+        assert isinstance(ort_net.module, OrtModule)
+        for n in batches:
+            inputs = net.inputs(n)
+            err = np.abs(ort_net.module(*inputs.values()).numpy() - torch_outputs(net, inputs)).max()
+            print(f"{label} {net.name} batch {n}: max abs error {err:.2e}")
+            assert err < NETWORK_TOL, f"{net.name}: {err}"
+
+
+def assert_chunks_match(reference: torch.nn.Module, onnx_policy: torch.nn.Module, obs: dict, label: str) -> None:
+    reference.reset()
+    onnx_policy.reset()
+    err = (onnx_policy.predict_action_chunk(obs) - reference.predict_action_chunk(obs)).abs().max().item()
+    print(f"{label} chunk batch {len(next(iter(obs.values())))}: max abs error {err:.2e}")
+    assert err < CHUNK_TOL
+
+
 @pytest.mark.parametrize(("kind", "kw"), CASES, ids=IDS)
 def test_every_network_and_the_whole_policy_match_torch(tmp_path: Path, kind: str, kw: dict) -> None:
     path = saved(tmp_path, kind, kw)
@@ -51,22 +72,10 @@ def test_every_network_and_the_whole_policy_match_torch(tmp_path: Path, kind: st
 
     onnx_policy, onnx_info = ckpt.load_policy(path, backend="onnxruntime")
     assert onnx_info["onnx"]["providers_in_use"]["encoder"] == ["CPUExecutionProvider"]
-    for net, ort_net in zip(networks(reference), networks(onnx_policy), strict=True):
-        assert isinstance(ort_net.module, OrtModule)
-        for n in (1, 5):
-            inputs = net.inputs(n)
-            err = (ort_net.module(*inputs.values()).numpy() - torch_outputs(net, inputs)).__abs__().max()
-            print(f"{kind}{kw} {net.name} batch {n}: max abs error {err:.2e}")
-            assert err < NETWORK_TOL, f"{net.name}: {err}"
-        assert manifest["networks"][net.name]["parity_max_abs_error"] < NETWORK_TOL
-
+    assert all(entry["parity_max_abs_error"] < NETWORK_TOL for entry in manifest["networks"].values())
+    assert_networks_match(reference, onnx_policy, (1, 5), f"{kind}{kw}")
     for n in (1, 3):
-        obs = batch(n, seed=n)["obs"]
-        reference.reset()
-        onnx_policy.reset()
-        err = (onnx_policy.predict_action_chunk(obs) - reference.predict_action_chunk(obs)).abs().max().item()
-        print(f"{kind}{kw} chunk batch {n}: max abs error {err:.2e}")
-        assert err < CHUNK_TOL
+        assert_chunks_match(reference, onnx_policy, batch(n, seed=n)["obs"], f"{kind}{kw}")
 
 
 def test_diffusion_timestep_scalar_is_broadcast_to_the_batch(tmp_path: Path) -> None:
@@ -124,16 +133,10 @@ SHIPPED = sorted(p for p in (Path(__file__).parents[1] / "models").iterdir() if 
 @pytest.mark.parametrize("model", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_shipped_models_carry_an_onnx_export_that_matches_torch(model: Path) -> None:
     reference, _ = ckpt.load_policy(model)
-    onnx_policy, info = ckpt.load_policy(model, backend="onnxruntime")
-    for net, ort_net in zip(networks(reference), networks(onnx_policy), strict=True):
-        inputs = net.inputs(4)
-        err = np.abs(ort_net.module(*inputs.values()).numpy() - torch_outputs(net, inputs)).max()
-        print(f"{model.name} {net.name}: max abs error {err:.2e}")
-        assert err < NETWORK_TOL
-    obs = networks(reference)[0].inputs(1)  # the encoder's example: one raw observation
-    err = (onnx_policy.predict_action_chunk(obs) - reference.predict_action_chunk(obs)).abs().max().item()
-    print(f"{model.name} chunk: max abs error {err:.2e}")
-    assert err < CHUNK_TOL
+    onnx_policy, _ = ckpt.load_policy(model, backend="onnxruntime")
+    assert_networks_match(reference, onnx_policy, (1, 4), model.name)
+    # The encoder's example input: one raw observation of the model's shapes.
+    assert_chunks_match(reference, onnx_policy, networks(reference)[0].inputs(1), model.name)
 
 
 def test_use_onnxruntime_rejects_an_export_of_another_policy_type(tmp_path: Path) -> None:
