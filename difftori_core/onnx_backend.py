@@ -10,7 +10,9 @@ errors so a CPU-only machine prints no provider warnings.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import logging
 import statistics
@@ -51,22 +53,29 @@ def make_session(path: Path, providers: Sequence[Any] | None = None, threads: in
     torch's setting, so both backends get the same CPU budget) and errors-only logging."""
     import onnxruntime as ort
 
-    ort.set_default_logger_severity(3)
+    wants_cuda = any((p[0] if isinstance(p, tuple) else p) == "CUDAExecutionProvider" for p in providers or [])
+    # Errors only; while trying CUDA not even those: a missing CUDA library is reported once, below.
+    ort.set_default_logger_severity(4 if wants_cuda else 3)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    wants_cuda = any((p[0] if isinstance(p, tuple) else p) == "CUDAExecutionProvider" for p in providers or [])
     if wants_cuda and hasattr(ort, "preload_dlls"):
-        try:  # CUDA/cuDNN libraries from the pip wheels torch brought, when there are some
-            ort.preload_dlls(directory="")
-        except Exception:  # noqa: BLE001 - missing libraries only mean the CPU provider is used
-            pass
+        # CUDA/cuDNN from the nvidia-* wheels torch brought, when there are some; it prints a
+        # line per library it cannot find, which is not news on a machine without them.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                ort.preload_dlls(directory="")
+            except Exception:  # noqa: BLE001 - missing libraries only mean the CPU provider is used
+                pass
     providers = list(providers or ["CPUExecutionProvider"])
-    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    finally:
+        ort.set_default_logger_severity(3)
     if wants_cuda and "CUDAExecutionProvider" not in session.get_providers():
-        log.warning("%s: ONNX Runtime could not load its CUDA provider; running on CPU", path.name)
+        log.warning("%s: ONNX Runtime cannot load its CUDA provider (CUDA 12 / cuDNN 9); using CPU", path.name)
     return session
 
 

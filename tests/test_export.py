@@ -167,3 +167,23 @@ def test_auto_backend_times_both_when_there_is_an_export_and_still_refuses_a_bro
     (path / ONNX_DIR / "denoiser.onnx").write_bytes(b"garbage")
     with pytest.raises(OnnxModelError, match="denoiser.onnx: missing or corrupt"):
         ckpt.load_policy(path, backend="auto")
+
+
+def test_asking_for_cuda_without_cuda_libraries_says_so_once_and_runs_on_cpu() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from pathlib import Path\n"
+        "from difftori_core.onnx_backend import make_session, providers_for\n"
+        f"s = make_session(Path({str(SHIPPED[0] / ONNX_DIR / 'encoder.onnx')!r}), providers_for('cuda'))\n"
+        "print('PROVIDERS', s.get_providers())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    output = proc.stdout + proc.stderr
+    if "CUDAExecutionProvider" in proc.stdout:  # a machine with a working CUDA: nothing to report
+        assert "cannot load" not in output
+    else:
+        assert "PROVIDERS ['CPUExecutionProvider']" in proc.stdout
+        noise = [line for line in output.splitlines() if line and not line.startswith("PROVIDERS")]
+        assert len(noise) == 1 and "cannot load its CUDA provider" in noise[0], noise
