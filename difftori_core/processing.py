@@ -123,8 +123,12 @@ class ObservationProcessor:
             # Importing open3d takes seconds: pay it here, not on the first control tick.
             import open3d  # noqa: F401
 
-    def process(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Raw observation -> {key: fixed-shape array} for every key in `spec.keys`."""
+    def process(self, raw: Mapping[str, Any], sample: bool = True) -> dict[str, np.ndarray]:
+        """Raw observation -> {key: fixed-shape array} for every key in `spec.keys`.
+
+        sample=False checks the observation exactly as usual but skips the farthest-point
+        sampling (most of the cost) and returns the cropped cloud as is: for frames the policy
+        will not look at (`Policy.next_frame_used`), which must still be validated."""
         if not isinstance(raw, Mapping):
             raise ProcessingError(f"observation must be a mapping of arrays, got {type(raw).__name__}")
         out: dict[str, np.ndarray] = {}
@@ -132,14 +136,14 @@ class ObservationProcessor:
             if key not in raw:
                 raise ProcessingError(f"observation lacks {key!r} (the model needs {list(self.spec.keys)})")
         if self.spec.uses("point_cloud"):
-            out["point_cloud"] = self.point_cloud(raw["point_cloud"], raw.get("point_colors"))
+            out["point_cloud"] = self.point_cloud(raw["point_cloud"], raw.get("point_colors"), sample)
         if self.spec.uses("image"):
             out["image"] = self.image(raw["image"])
         if self.spec.uses("agent_pos"):
             out["agent_pos"] = self.agent_pos(raw["agent_pos"])
         return {k: out[k] for k in self.spec.keys}
 
-    def point_cloud(self, points: Any, colors: Any = None) -> np.ndarray:
+    def point_cloud(self, points: Any, colors: Any = None, sample: bool = True) -> np.ndarray:
         pts = np.asarray(points)
         if pts.ndim != 2 or pts.shape[1] < 3 or pts.dtype.kind not in "fiu":
             raise ProcessingError(f"point_cloud must be a numeric (N, 3) array, got {pts.dtype} {pts.shape}")
@@ -162,6 +166,8 @@ class ObservationProcessor:
                 f"{self.spec.crop_min}..{self.spec.crop_max} (base frame, metres): wrong frame or calibration?"
             )
         pts = pts[keep]
+        if not sample:
+            return pts
         if rgb is not None:
             rgb = rgb[keep]
         if self.spec.max_fps_input and len(pts) > self.spec.max_fps_input:

@@ -8,7 +8,8 @@ Lifecycle (rclpy managed node):
   cleanup     destroy subscriptions, publishers and the model.
 
 Data path of one tick, top to bottom: newest synchronized (image | point cloud | joint state) set
--> age check -> the model's own `ObservationProcessor` (crop, FPS, resize) -> `policy.select_action`
+-> age check -> the model's own `ObservationProcessor` (crop, resize, FPS: only for frames the next
+chunk will see, `Policy.next_frame_used`) -> `policy.select_action`
 -> finiteness / solver / deadline checks -> Float64MultiArray (this tick's action) and
 JointTrajectory (the rest of the chunk, time_from_start = (i+1)/rate). Every failure on that path
 (malformed or missing or stale sensor data, NaN input or output, solver failure, a missed
@@ -288,12 +289,14 @@ class ControllerNode(LifecycleNode):
             self.counters.inc("no_new_observation")  # the last action / trajectory is still executing
             return None
         self._last_obs_stamp = obs.stamp_ns
+        # Every observation is checked; only frames the next chunk will see are fully processed.
+        used = self.policy.next_frame_used()
         try:
             t_process = time.perf_counter()
-            processed = self.processor.process(obs.values)
+            processed = self.processor.process(obs.values, sample=used)
         except ProcessingError as err:
             return self._fallback("nonfinite_input", str(err))
-        frame = {k: torch.from_numpy(processed[k]).unsqueeze(0) for k in self.policy.spec.obs_shapes}
+        frame = {k: torch.from_numpy(processed[k]).unsqueeze(0) for k in self.policy.spec.obs_shapes} if used else None
         try:
             t_policy = time.perf_counter()
             action = self.policy.select_action(frame)[0].cpu().numpy().astype(np.float64)

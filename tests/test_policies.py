@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -109,6 +111,26 @@ def test_select_action_executes_n_action_steps_of_each_chunk(kind: str) -> None:
     policy.reset()
     policy.select_action(frames[0])
     assert len(calls) == 4  # reset dropped the queued actions
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_skipping_the_frames_no_chunk_will_see_changes_no_action(kind: str) -> None:
+    policy, _ = fitted(kind)
+    policy.eval()
+    frames = [{k: v[:1, 0] for k, v in batch(1, seed=s)["obs"].items()} for s in range(13)]
+    twin = copy.deepcopy(policy)  # the same sampling RNG state for the diffusion policy
+    every_frame = [twin.select_action(f) for f in frames]
+    used, skipping = [], []
+    for f in frames:
+        used.append(policy.next_frame_used())
+        skipping.append(policy.select_action(f if used[-1] else None))
+    # n_action_steps 4, n_obs_steps 2: a chunk at ticks 0, 4, 8, 12 sees frames (t-1, t).
+    assert used == [True, False, False, True, True, False, False, True, True, False, False, True, True]
+    for a, b in zip(every_frame, skipping, strict=True):
+        torch.testing.assert_close(a, b)
+    policy.reset()
+    with pytest.raises(ValueError, match="frame is needed"):
+        policy.select_action(None)
 
 
 def test_difftori_without_refinement_returns_the_base_chunk() -> None:

@@ -62,6 +62,19 @@ def test_crop_and_farthest_point_sampling() -> None:
     assert coverage(pc) < 0.6 * coverage(cropped[:256])
 
 
+def test_unsampled_frames_are_checked_but_not_sampled() -> None:
+    proc = ObservationProcessor(spec(keys=("point_cloud", "agent_pos")))
+    raw = raw_obs()
+    cloud = proc.process(raw, sample=False)["point_cloud"]
+    sampled = proc.process(raw)["point_cloud"]
+    assert len(cloud) > len(sampled) == 256  # the whole crop, as is
+    assert (cloud >= np.float32(BOX_MIN)).all() and (cloud <= np.float32(BOX_MAX)).all()
+    with pytest.raises(ProcessingError, match="no finite points"):
+        proc.process({**raw, "point_cloud": np.full((10, 3), np.nan, np.float32)}, sample=False)
+    with pytest.raises(ProcessingError, match="NaN"):
+        proc.process({**raw, "agent_pos": np.full(9, np.nan)}, sample=False)
+
+
 def test_processing_is_deterministic() -> None:
     proc = ObservationProcessor(spec(keys=("point_cloud", "image", "agent_pos")))
     a, b = proc.process(raw_obs()), ObservationProcessor(proc.spec).process(raw_obs())

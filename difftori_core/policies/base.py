@@ -9,6 +9,7 @@ Every policy is an `nn.Module` with:
 * `select_action(obs) -> (B, A)`: one control tick from the newest frame `{key: (B, ...)}`;
   the policy keeps the observation history (padded by repeating the first frame after a reset,
   exactly as the training sampler pads) and executes `n_action_steps` of each chunk;
+  `next_frame_used()` tells whether the next frame will be looked at (else pass None);
 * `reset()`: forget history and queued actions (call at the start of every episode).
 
 Normalization statistics are buffers, so `state_dict()` holds everything needed to act.
@@ -116,9 +117,21 @@ class Policy(nn.Module):
         self._history.clear()
         self._queue.clear()
 
+    def next_frame_used(self) -> bool:
+        """Whether the frame given to the next `select_action` will be part of a chunk's
+        observation window. A frame arriving while k actions are still queued is used only if
+        k < n_obs_steps (the next chunk is computed k ticks later from the last n_obs_steps
+        frames), so a caller may skip preprocessing the others and pass None."""
+        return not self._history or len(self._queue) < self.n_obs_steps
+
     @torch.inference_mode()
-    def select_action(self, obs: Mapping[str, Tensor]) -> Tensor:
-        """One control tick: `obs` holds the newest frame of each key, (B, ...)."""
+    def select_action(self, obs: Mapping[str, Tensor] | None) -> Tensor:
+        """One control tick: `obs` holds the newest frame of each key, (B, ...), or is None
+        when `next_frame_used()` said it would not be used (the queue's next action comes back)."""
+        if obs is None:
+            if self.next_frame_used():
+                raise ValueError("select_action(None): this tick's frame is needed (see next_frame_used)")
+            return self._queue.popleft()
         frame = {k: torch.as_tensor(obs[k], device=self.device) for k in self.spec.obs_shapes}
         if not self._history:
             self._history.extend([frame] * self.n_obs_steps)
