@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         mb = sum(r[2] for r in rows) / len(rows)
         md = sum(r[3] for r in rows) / len(rows)
-        print(f"| **mean over {len(rows)} tasks** | | **{mb:.2f}** | **{md:.2f}** | |")
+        print(f"| **mean over {len(rows)} tasks** | | **{mb:.3f}** | **{md:.3f}** ({md - mb:+.3f}) | |")
     return 0
 
 

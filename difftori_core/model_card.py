@@ -129,8 +129,9 @@ def package(run: Path, out: Path, command: str) -> Path:
         f"## ONNX export (`onnx/`, opset {manifest['opset']})",
         "",
         "The observation encoder and the base network as ONNX graphs (dynamic batch axis); the "
-        "trajectory optimization stays in torch. Use them with `--backend onnxruntime` (eval) or the "
-        "controller's `backend:=onnxruntime`.",
+        "trajectory optimization stays in torch. `python -m difftori_core.eval ... --backend onnxruntime` "
+        "uses them; the controller's default `backend: auto` times both backends at configure and keeps "
+        "the faster.",
         "",
         "| file | max abs difference to torch (batch 1 and 4) |",
         "|---|---|",
