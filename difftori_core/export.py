@@ -46,7 +46,8 @@ class Network:
     """One exportable submodule: `owner.<attr>` is the torch module the ONNX graph replaces.
 
     `inputs(batch)` builds example inputs (name -> tensor) for export and parity checks; the
-    graph's positional inputs follow that order.
+    graph's positional inputs follow that order. `dict_input`: the module takes them as one dict
+    (the observation encoders) rather than positionally.
     """
 
     name: str
@@ -54,6 +55,7 @@ class Network:
     attr: str
     inputs: Callable[[int], dict[str, Tensor]]
     outputs: list[str]
+    dict_input: bool = False
 
     @property
     def module(self) -> nn.Module:
@@ -85,9 +87,9 @@ def networks(policy: Policy) -> list[Network]:
     def features(batch: int) -> dict[str, Tensor]:
         return {"features": torch.randn(batch, feat, generator=torch.Generator().manual_seed(batch))}
 
-    nets = [Network("encoder", base, "encoder", _obs_inputs(base), ["features"])]
+    nets = [Network("encoder", base, "encoder", _obs_inputs(base), ["features"], dict_input=True)]
     if isinstance(policy, DiffTORIPolicy) and policy.own_encoder is not None:
-        nets.append(Network("cost_encoder", policy, "own_encoder", _obs_inputs(base), ["features"]))
+        nets.append(Network("cost_encoder", policy, "own_encoder", _obs_inputs(base), ["features"], dict_input=True))
     if isinstance(base, MLPBCPolicy):
         nets.append(Network("base_head", base, "head", features, ["chunk"]))
     elif isinstance(base, DiffusionPolicy):
@@ -107,7 +109,7 @@ def networks(policy: Policy) -> list[Network]:
 
 
 class _PositionalEncoder(nn.Module):
-    """ObservationEncoder takes a dict; ONNX graphs take positional inputs."""
+    """An observation encoder takes a dict; ONNX graphs take positional inputs."""
 
     def __init__(self, encoder: nn.Module, keys: list[str]) -> None:
         super().__init__()
@@ -118,7 +120,7 @@ class _PositionalEncoder(nn.Module):
 
 
 def _graph_module(net: Network, names: list[str]) -> nn.Module:
-    return _PositionalEncoder(net.module, names) if net.name.endswith("encoder") else net.module
+    return _PositionalEncoder(net.module, names) if net.dict_input else net.module
 
 
 def export_network(net: Network, path: Path, opset: int = DEFAULT_OPSET) -> None:
@@ -155,8 +157,9 @@ def sha256(path: Path) -> str:
 def export_policy(
     policy: Policy, model_dir: Path, spec: dict[str, Any], opset: int = DEFAULT_OPSET, out_dir: Path | None = None
 ) -> dict[str, Any]:
-    """Export every network of `policy` into `out_dir` (default `<model_dir>/onnx`), check each
-    against torch with ONNX Runtime at batch 1 and 4, and write the manifest. Returns it."""
+    """Export every network of `policy` (moved to the CPU) into `out_dir` (default
+    `<model_dir>/onnx`), check each against torch with ONNX Runtime at batch 1 and 4, and write
+    the manifest. Returns it."""
     from difftori_core.onnx_backend import make_session
 
     out_dir = out_dir or model_dir / ONNX_DIR

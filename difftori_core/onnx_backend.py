@@ -31,7 +31,6 @@ from difftori_core.policies import Policy
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime")
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int64)": np.int64}
 
 
