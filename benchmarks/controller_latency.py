@@ -2,6 +2,8 @@
 
     python benchmarks/controller_latency.py [--ticks 1000] [--rate 30] [--soak-minutes 10] [--quick]
         [--model models/<name>]   (default: a DiffTORI model on 512 points + 84x84 image + joints)
+        [--backend auto|torch|onnxruntime]   (the controller's `backend`; the default model is
+                                              exported to ONNX unless torch is asked for)
 
 A sensor process role is played by this script: it publishes a 128x128 rgb8 Image, a
 16384-point PointCloud2 (base frame) and a JointState with one shared stamp at `--rate` Hz; the
