@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from difftori_core.checkpoint import BACKENDS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--soak-minutes", type=float, default=0.0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--quick", action="store_true", help="CI smoke: 60 ticks, no soak")
     args = parser.parse_args(argv)
     if args.quick:

@@ -54,10 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     for policy, _ in policies.values():
         for _ in range(args.warmup):
             policy.predict_action_chunk(obs)
+    # Each exported network alone, on its own example input (the graph's shapes, batch 1).
+    net_inputs = {
+        b: [(net, {k: v.to(args.device) for k, v in net.inputs(1).items()}) for net in networks(policy)]
+        for b, (policy, _) in policies.items()
+    }
     block = 50
     for start in range(0, args.ticks, block):
         for backend, (policy, _) in policies.items():
-            nets = networks(policy)
             for _ in range(min(block, args.ticks - start)):
                 sync()
                 t0 = time.perf_counter()
@@ -65,16 +69,11 @@ def main(argv: list[str] | None = None) -> int:
                 sync()
                 t1 = time.perf_counter()
                 with torch.inference_mode():
-                    feats = policy.encode(obs)
-                    for net in nets[1:]:
-                        if net.name == "base_head":
-                            net.module(feats)
-                        elif net.name == "denoiser":
-                            net.module(
-                                torch.zeros(1, policy.horizon, policy.action_dim, device=feats.device),
-                                torch.tensor(0, device=feats.device),
-                                feats,
-                            )
+                    for net, inputs in net_inputs[backend]:
+                        if net.dict_input:
+                            net.module(inputs)
+                        else:
+                            net.module(*inputs.values())
                 sync()
                 t2 = time.perf_counter()
                 tick_ms[backend].append((t1 - t0) * 1e3)

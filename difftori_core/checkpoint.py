@@ -43,6 +43,7 @@ MODEL_FILE, CONFIG_FILE, SPEC_FILE, STATE_FILE, LATEST = (
     "latest",
 )
 ONNX_DIR = "onnx"  # a model's ONNX export (difftori_core.export), beside its weights
+BACKENDS = ("auto", "torch", "onnxruntime")  # see load_policy
 
 
 class CheckpointError(RuntimeError):
@@ -184,6 +185,8 @@ def load_policy(
     "auto": when the model carries an export (a broken one is still refused), whichever of the
     two is faster on this machine (timed on a synthetic observation, ~1 s), else torch.
     info["backend"] is the backend in use."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be auto, torch or onnxruntime, got {backend!r}")
     ckpt = resolve(path)
     spec = read_spec(ckpt)
     config = read_config(ckpt)
@@ -206,8 +209,6 @@ def load_policy(
         from difftori_core.onnx_backend import use_onnxruntime
 
         info["onnx"] = use_onnxruntime(policy, ckpt, device)
-    elif backend != "torch":
-        raise ValueError(f"backend must be auto, torch or onnxruntime, got {backend!r}")
     return policy, info
 
 

@@ -79,12 +79,14 @@ class ControllerParams:
     tick_on_observation: bool = True  # act as soon as a new synchronized set is complete
 
     def validate(self) -> None:
+        from difftori_core.checkpoint import BACKENDS
+
         problems = []
         if not self.model:
             problems.append("model must name a model, checkpoint or run directory")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             problems.append(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
-        if self.backend not in ("auto", "torch", "onnxruntime"):
+        if self.backend not in BACKENDS:
             problems.append(f"backend must be auto, torch or onnxruntime, got {self.backend!r}")
         if not 0 < self.control_rate_hz <= 1000:
             problems.append(f"control_rate_hz must be in (0, 1000], got {self.control_rate_hz}")
