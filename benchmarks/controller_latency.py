@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from difftori_core.checkpoint import BACKENDS
+from difftori_core.deploy.backends import backend_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_model(out: Path) -> Path:
     from difftori_core.checkpoint import save_checkpoint
     from difftori_core.config import to_dict
-    from difftori_core.envs.metaworld_env import ACTION_NAMES, JOINT_NAMES
+    from difftori_core.envs.metaworld import ACTION_NAMES, JOINT_NAMES
     from difftori_core.policies import PolicyConfig, PolicySpec, make_policy
     from difftori_core.processing import ProcessingSpec
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--soak-minutes", type=float, default=0.0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto")
+    parser.add_argument("--backend", choices=backend_names(), default="auto")
     parser.add_argument("--quick", action="store_true", help="CI smoke: 60 ticks, no soak")
     args = parser.parse_args(argv)
     if args.quick:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from sensor_msgs.msg import Image, JointState, PointCloud2
     from std_msgs.msg import Float64MultiArray
 
-    from difftori_core.envs.metaworld_env import JOINT_NAMES
+    from difftori_core.envs.metaworld import JOINT_NAMES
     from difftori_ros import convert
 
     tmp = Path(tempfile.mkdtemp(prefix="difftori_latency_"))

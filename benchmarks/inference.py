@@ -25,8 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from difftori_core.checkpoint import load_policy  # noqa: E402
-from difftori_core.export import networks  # noqa: E402
+from difftori_core.deploy.runner import load_runner  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.ticks, args.warmup = 40, 5
     torch.set_num_threads(args.threads)
-    policies = {b: load_policy(args.model, args.device, b) for b in ("torch", "onnxruntime")}
-    example = networks(policies["torch"][0])[0].inputs(1)  # one raw observation of the model's shapes
+    policies = {b: (load_runner(args.model, args.device, b).policy, None) for b in ("torch", "onnxruntime")}
+    example = policies["torch"][0].example_observation(1)  # one raw observation of the model's shapes
     obs = {k: v.to(args.device) for k, v in example.items()}
 
     def sync() -> None:
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             policy.predict_action_chunk(obs)
     # Each exported network alone, on its own example input (the graph's shapes, batch 1).
     net_inputs = {
-        b: [(net, {k: v.to(args.device) for k, v in net.inputs(1).items()}) for net in networks(policy)]
+        b: [(net, {k: v.to(args.device) for k, v in net.inputs(1).items()}) for net in policy.networks()]
         for b, (policy, _) in policies.items()
     }
     block = 50

@@ -3,6 +3,10 @@
 `load_config(Cls, path, ["solver.damping=0.1"])` builds `Cls` from the YAML (missing fields keep
 their defaults), applies the overrides (values parsed as YAML scalars, never `eval`), and
 type-checks every field, so a typo or a wrong type fails with a message that names the key.
+
+A dataclass whose shape depends on its own content (the policy config: one section per policy
+type, holding only the sections its type uses) defines `from_config(data, prefix)` and
+`to_config()`; `from_dict` / `to_dict` call them wherever the class appears in a config tree.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ class ConfigError(ValueError):
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
+    if isinstance(tp, type) and hasattr(tp, "from_config"):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
+        return tp.from_config(value, prefix=f"{key}.")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
@@ -62,6 +70,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass `cls` from a (nested) dict, rejecting unknown keys."""
+    if hasattr(cls, "from_config"):
+        return cls.from_config(data, prefix=prefix)  # type: ignore[attr-defined]
+    return fields_from_dict(cls, data, prefix)
+
+
+def fields_from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """`from_dict` field by field, without the `from_config` hook (for the hook's own use)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
@@ -75,7 +92,20 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """A config dataclass as plain nested dicts (sections through their `to_config`)."""
+    return _plain_config(config)
+
+
+def _plain_config(value: Any) -> Any:
+    if hasattr(value, "to_config"):
+        return value.to_config()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain_config(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_config(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain_config(v) for k, v in value.items()}
+    return value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

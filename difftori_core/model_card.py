@@ -27,9 +27,9 @@ import torch
 
 from difftori_core import checkpoint as ckpt
 from difftori_core.data.dataset import Dataset
+from difftori_core.data.windows import WindowSampler
 from difftori_core.export import export_policy
 from difftori_core.policies import DiffTORIPolicy
-from difftori_core.training_data import WindowSampler
 
 
 def chunk_latency_ms(policy: Any, dataset: Dataset, repeats: int = 50) -> float:

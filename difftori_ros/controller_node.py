@@ -8,10 +8,10 @@ Lifecycle (rclpy managed node):
   cleanup     destroy subscriptions, publishers and the model.
 
 Data path of one tick, top to bottom: newest synchronized (image | point cloud | joint state) set
--> age check -> the model's own `ObservationProcessor` (crop, resize, FPS: only for frames the next
-chunk will see, `Policy.next_frame_used`) -> `policy.select_action`
--> finiteness / solver / deadline checks -> Float64MultiArray (this tick's action) and
-JointTrajectory (the rest of the chunk, time_from_start = (i+1)/rate). Every failure on that path
+-> age check -> `runner.step` (the model's own preprocessing, history, chunk and action queue:
+`difftori_core.deploy.runner`, the same code as evaluation) -> finiteness / solver / deadline checks
+-> Float64MultiArray (this tick's action) and JointTrajectory (the rest of the chunk,
+time_from_start = (i+1)/rate). Every failure on that path
 (malformed or missing or stale sensor data, NaN input or output, solver failure, a missed
 deadline) publishes the configured safe action instead -- or nothing -- is counted, and shows on
 /diagnostics with the tick-latency statistics. The node never dies of bad input.
@@ -79,15 +79,15 @@ class ControllerParams:
     tick_on_observation: bool = True  # act as soon as a new synchronized set is complete
 
     def validate(self) -> None:
-        from difftori_core.checkpoint import BACKENDS
+        from difftori_core.deploy.backends import backend_names
 
         problems = []
         if not self.model:
             problems.append("model must name a model, checkpoint or run directory")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             problems.append(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
-        if self.backend not in BACKENDS:
-            problems.append(f"backend must be auto, torch or onnxruntime, got {self.backend!r}")
+        if self.backend not in backend_names():
+            problems.append(f"backend must be one of {list(backend_names())}, got {self.backend!r}")
         if not 0 < self.control_rate_hz <= 1000:
             problems.append(f"control_rate_hz must be in (0, 1000], got {self.control_rate_hz}")
         if self.qos_depth < 1:
@@ -112,7 +112,7 @@ class ControllerNode(LifecycleNode):
             self.declare_parameter(name, list(default) if isinstance(default, tuple) else default)
         self.counters = EventCounters(EVENTS)
         self.latency = LatencyStats(window=2000)
-        self.policy: Any = None
+        self.runner: Any = None
         self._subs: list[Any] = []
         self._timers: list[Any] = []
         self._last_obs_stamp = -1
@@ -131,29 +131,29 @@ class ControllerNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         import torch
 
-        from difftori_core.checkpoint import CheckpointError, load_policy
-        from difftori_core.config import from_dict
-        from difftori_core.processing import ObservationProcessor, ProcessingSpec
+        from difftori_core.artifacts import ArtifactError
+        from difftori_core.deploy.runner import load_runner
 
         try:
             self.params = p = self.read_params()
             torch.set_num_threads(p.torch_threads)
             device = ("cuda" if torch.cuda.is_available() else "cpu") if p.device == "auto" else p.device
-            self.policy, info = load_policy(p.model, device, p.backend)
-            self.processing = from_dict(ProcessingSpec, info["spec"]["processing"])
-        except (ValueError, CheckpointError) as err:
+            self.runner = load_runner(p.model, device, p.backend)
+        except (ValueError, ArtifactError) as err:
             self.get_logger().error(f"configure failed: {err}")
             return TransitionCallbackReturn.FAILURE
-        self.processor = ObservationProcessor(self.processing)
-        env = info["spec"].get("env", {})
-        self.joint_names = list(env.get("joint_names", []))
-        if "agent_pos" in self.policy.spec.obs_shapes and not self.joint_names:
-            self.get_logger().error("the model uses joint positions but its spec names no joints")
+        spec = self.runner.spec
+        self.joint_names = list(self.runner.model.env.get("joint_names", []))
+        if "agent_pos" in spec.obs_shapes and not self.joint_names:
+            where = self.runner.model.path
+            self.get_logger().error(f"configure failed: {where}: the model uses joint positions but names no joints")
+            self.runner = None
             return TransitionCallbackReturn.FAILURE
-        self.action_names = list(self.policy.spec.action_names)
-        self.keys = [k for k in SENSOR_KEYS if k in self.policy.spec.obs_shapes]
+        self.action_names = list(spec.action_names)
+        self.keys = [k for k in SENSOR_KEYS if k in spec.obs_shapes]
         self.sync = ApproximateTimeSync(self.keys, int(p.sync_tolerance_ms * 1e6), queue_size=max(4, p.qos_depth))
-        self._warm_up()
+        self.runner.warm_up()
+        info = {"path": self.runner.model.path, **self.runner.backend_info}
 
         qos = QoSProfile(
             depth=p.qos_depth,
@@ -186,20 +186,8 @@ class ControllerNode(LifecycleNode):
         )
         return TransitionCallbackReturn.SUCCESS
 
-    def _warm_up(self) -> None:
-        """One chunk on a synthetic observation, so the first real tick pays no lazy setup."""
-        import torch
-
-        frame = {
-            k: torch.zeros((1, *shape), dtype=torch.uint8 if k == "image" else torch.float32)
-            for k, shape in self.policy.spec.obs_shapes.items()
-        }
-        self.policy.reset()
-        self.policy.select_action(frame)
-        self.policy.reset()
-
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.policy.reset()
+        self.runner.reset()
         self._last_obs_stamp = -1
         # With tick_on_observation the timer is the watchdog (missing / stale sensors) and acts
         # only if observations arrive without completing a set; otherwise it is the control clock.
@@ -221,7 +209,7 @@ class ControllerNode(LifecycleNode):
         self.destroy_lifecycle_publisher(self.action_pub)
         self.destroy_lifecycle_publisher(self.trajectory_pub)
         self.destroy_publisher(self.diag_pub)
-        self.policy = None
+        self.runner = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -273,9 +261,6 @@ class ControllerNode(LifecycleNode):
 
     def tick(self) -> None:
         """One control period: act on the newest synchronized observation, or fall back."""
-        import torch
-
-        from difftori_core.policies import DiffTORIPolicy
         from difftori_core.processing import ProcessingError
 
         self.counters.inc("ticks")
@@ -291,40 +276,28 @@ class ControllerNode(LifecycleNode):
             self.counters.inc("no_new_observation")  # the last action / trajectory is still executing
             return None
         self._last_obs_stamp = obs.stamp_ns
-        # Every observation is checked; only frames the next chunk will see are fully processed.
-        used = self.policy.next_frame_used()
         try:
-            t_process = time.perf_counter()
-            processed = self.processor.process(obs.values, sample=used)
+            action, status = self.runner.step(obs.values)
         except ProcessingError as err:
             return self._fallback("nonfinite_input", str(err))
-        frame = {k: torch.from_numpy(processed[k]).unsqueeze(0) for k in self.policy.spec.obs_shapes} if used else None
-        try:
-            t_policy = time.perf_counter()
-            action = self.policy.select_action(frame)[0].cpu().numpy().astype(np.float64)
         except (RuntimeError, ValueError) as err:
             return self._fallback("solver_failure", f"policy raised {err}")
-        info = getattr(self.policy, "last_info", None) if isinstance(self.policy, DiffTORIPolicy) else None
-        if info is not None and bool(info.failed.any()):
-            self.policy.last_info = None
+        action = action.astype(np.float64)
+        if status.solver_failed:
             return self._fallback("solver_failure", "trajectory optimizer flagged the solve as failed")
         if not np.isfinite(action).all():
             return self._fallback("nonfinite_output", f"policy output {action}")
         elapsed_ms = (time.perf_counter() - t_start) * 1e3
         deadline_ms = self.params.deadline_ms or 1000.0 / self.params.control_rate_hz
         if elapsed_ms > deadline_ms:
-            split = (
-                f"wait {(t_process - t_start) * 1e3:.1f}, processing {(t_policy - t_process) * 1e3:.1f}, "
-                f"policy {(time.perf_counter() - t_policy) * 1e3:.1f} ms"
-            )
+            split = f"processing {status.process_ms:.1f}, policy {status.policy_ms:.1f} ms"
             return self._fallback("deadline_miss", f"tick took {elapsed_ms:.1f} ms > {deadline_ms:.1f} ms ({split})")
         self._publish(action, obs.stamp_ns)
         self.counters.inc("actions_published")
         return None
 
     def _publish(self, action: np.ndarray, obs_stamp_ns: int) -> None:
-        pending = self.policy.pending_actions() if self.policy is not None else None
-        chunk = action[None] if pending is None else np.concatenate([action[None], pending[0].cpu().numpy()])
+        chunk = np.concatenate([action[None], self.runner.pending_actions()])
         self.action_pub.publish(convert.action_to_float64_multiarray(action))
         stamp = self.get_clock().now().nanoseconds
         traj = convert.action_chunk_to_joint_trajectory(
@@ -346,8 +319,8 @@ class ControllerNode(LifecycleNode):
     def _fallback(self, event: str, why: str) -> None:
         # The history and queued actions describe a world the robot may no longer be in (a
         # sensor gap, a new episode): the next good observation starts a fresh chunk.
-        if self.policy is not None:
-            self.policy.reset()
+        if self.runner is not None:
+            self.runner.reset()
         self.counters.inc(event)
         self.get_logger().warning(f"{event}: {why}", throttle_duration_sec=2.0)
         if self.params.fallback == "hold":

@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
 
-    from difftori_core.checkpoint import CheckpointError, read_spec, resolve
+    from difftori_core.checkpoint import CheckpointError, read_model
 
     try:
-        task = args.task or read_spec(resolve(args.model))["task"]
+        task = args.task or read_model(args.model).task
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

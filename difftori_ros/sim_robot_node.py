@@ -60,7 +60,7 @@ class SimRobotNode(Node):
             raise ValueError(f"step_mode must be on_action or realtime, got {p['step_mode']!r}")
         self.p = p
 
-        from difftori_core.envs.metaworld_env import MetaWorldEnv, MetaWorldEnvConfig
+        from difftori_core.envs.metaworld import MetaWorldEnv, MetaWorldEnvConfig
 
         cfg = MetaWorldEnvConfig(
             task=p["task"], width=p["width"], height=p["height"], max_episode_steps=p["max_episode_steps"]
@@ -112,7 +112,7 @@ class SimRobotNode(Node):
             f"{'success' if self.success else 'failure'} in {self.steps} steps"
         )
         if self._frames:
-            from difftori_core.eval import write_gif
+            from difftori_core.training.evaluation import write_gif
 
             write_gif(Path(self.p["gif_path"]), self._frames)
             self._frames = []

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from difftori_core.collect import CollectError, collect, main, split_dashed_overrides
+from difftori_core.collect import main, split_dashed_overrides
 from difftori_core.config import ConfigError
+from difftori_core.data.collect import CollectError, collect
 from difftori_core.data.dataset import Dataset
-from difftori_core.envs.metaworld_env import MetaWorldEnvConfig
+from difftori_core.envs.metaworld import MetaWorldEnvConfig
 from difftori_core.processing import ProcessingSpec
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from difftori_core.data.dataset import DATA, META, Dataset, DatasetError, DatasetWriter, _sha256
-from difftori_core.training_data import WindowSampler
+from difftori_core.artifacts import sha256 as _sha256
+from difftori_core.data.dataset import DATA, META, Dataset, DatasetError, DatasetWriter
+from difftori_core.data.windows import WindowSampler
 
 LENGTHS = (5, 3, 7)
 
@@ -58,31 +59,28 @@ def test_round_trip(written: Path, episodes: list[dict[str, np.ndarray]]) -> Non
 
 def test_windows_pad_at_episode_edges(written: Path) -> None:
     ds = Dataset.load(written)
+    sampler = WindowSampler.from_dataset(ds, 3, 4, ["agent_pos", "image"])
+
+    def window(t: int, sampler: WindowSampler = sampler) -> dict:
+        return sampler.window(torch.tensor([t]))
+
     # First frame of episode 2 (global frame 5): observations repeat it, actions run forward.
-    w = ds.window(5, n_obs_steps=3, horizon=4)
-    np.testing.assert_array_equal(w["obs"]["agent_pos"][:, 0], [200, 200, 200])
-    np.testing.assert_array_equal(w["action"][:, 0], [200, 201, 202, 202])  # episode 2 has 3 frames
-    assert w["obs"]["image"].shape == (3, 3, 8, 8) and w["action"].shape == (4, 4)
+    w = window(5)
+    np.testing.assert_array_equal(w["obs"]["agent_pos"][0, :, 0], [200, 200, 200])
+    np.testing.assert_array_equal(w["action"][0, :, 0], [200, 201, 202, 202])  # episode 2 has 3 frames
+    assert w["obs"]["image"].shape == (1, 3, 3, 8, 8) and w["action"].shape == (1, 4, 4)
     # Last frame of episode 1 (global 4): history from the episode, last action repeated.
-    w = ds.window(4, n_obs_steps=2, horizon=3, obs_keys=["agent_pos"])
+    short = WindowSampler.from_dataset(ds, 2, 3, ["agent_pos"])
+    w = window(4, short)
     assert list(w["obs"]) == ["agent_pos"]
-    np.testing.assert_array_equal(w["obs"]["agent_pos"][:, 0], [103, 104])
-    np.testing.assert_array_equal(w["action"][:, 0], [104, 104, 104])
-    windows = list(ds.iter_windows(2, 16))
-    assert len(windows) == ds.num_frames
+    np.testing.assert_array_equal(w["obs"]["agent_pos"][0, :, 0], [103, 104])
+    np.testing.assert_array_equal(w["action"][0, :, 0], [104, 104, 104])
     # Never crosses an episode boundary.
-    for w in windows:
-        episode_of = {int(v) // 100 for v in w["obs"]["agent_pos"][:, 0]} | {int(v) // 100 for v in w["action"][:, 0]}
-        assert len(episode_of) == 1
-    # The training sampler batches exactly these windows.
-    sampler = WindowSampler(ds.arrays, ds.episode_ends, 2, 16, ["agent_pos", "image"])
-    anchors = torch.tensor([0, 5, 7, 14])
-    batch = sampler.window(anchors)
-    for j, t in enumerate(anchors.tolist()):
-        np.testing.assert_array_equal(batch["obs"]["image"][j].numpy(), windows[t]["obs"]["image"])
-        np.testing.assert_array_equal(batch["action"][j].numpy(), windows[t]["action"])
-    with pytest.raises(IndexError):
-        ds.window(ds.num_frames, 2, 4)
+    long = WindowSampler.from_dataset(ds, 2, 16, ["agent_pos"])
+    every = long.window(torch.arange(ds.num_frames))
+    for t in range(ds.num_frames):
+        values = torch.cat([every["obs"]["agent_pos"][t, :, 0], every["action"][t, :, 0]])
+        assert len({int(v) // 100 for v in values}) == 1
 
 
 def edit_meta(path: Path, **changes) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from difftori_core.envs.metaworld_env import (
+from difftori_core.envs.metaworld import (
     JOINT_NAMES,
     MetaWorldEnv,
     MetaWorldEnvConfig,

@@ -4,19 +4,28 @@ every policy type, batch 1 and batch N, and refusal of missing, corrupt or stale
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from difftori_core import checkpoint as ckpt
-from difftori_core.checkpoint import ONNX_DIR
+from difftori_core.artifacts import ONNX_DIR
 from difftori_core.config import to_dict
-from difftori_core.export import export_policy, main, networks, torch_outputs
-from difftori_core.onnx_backend import OnnxModelError, OrtModule, use_onnxruntime
-from tests.test_policies import batch, fitted, small_config
+from difftori_core.deploy.export import export_policy, torch_outputs
+from difftori_core.deploy.onnx_backend import OnnxModelError, OrtModule, use_onnxruntime
+from difftori_core.deploy.runner import load_runner
+from difftori_core.export import main
+from tests.test_policies import PROCESSING, batch, fitted, small_config
+
+PROC = to_dict(PROCESSING)
+
+
+def load(path: Path, backend: str = "torch") -> tuple[torch.nn.Module, dict]:
+    runner = load_runner(path, backend=backend)
+    return runner.policy, runner.backend_info
 
 # Float32 graphs with fused kernels: differences are rounding, a few 1e-6 on O(1) outputs.
 NETWORK_TOL = 1e-4
@@ -37,14 +46,14 @@ IDS = ["mlp_bc", "diffusion", "difftori", "difftori-own-encoder", "difftori-diff
 def saved(tmp_path: Path, kind: str, kw: dict) -> Path:
     policy, _ = fitted(kind, **kw)
     config = {"policy": to_dict(small_config(kind, **kw))}
-    return ckpt.save_checkpoint(tmp_path / "model", policy, config, {"processing": {"keys": ["point_cloud"]}})
+    return ckpt.save_checkpoint(tmp_path / "model", policy, config, {"processing": PROC})
 
 
 def assert_networks_match(
     reference: torch.nn.Module, onnx_policy: torch.nn.Module, batches: tuple[int, ...], label: str
 ) -> None:
     """Every exported network of `onnx_policy` against its torch original, on the same inputs."""
-    for net, ort_net in zip(networks(reference), networks(onnx_policy), strict=True):
+    for net, ort_net in zip(reference.networks(), onnx_policy.networks(), strict=True):
         assert isinstance(ort_net.module, OrtModule)
         for n in batches:
             inputs = net.inputs(n)
@@ -64,13 +73,13 @@ def assert_chunks_match(reference: torch.nn.Module, onnx_policy: torch.nn.Module
 @pytest.mark.parametrize(("kind", "kw"), CASES, ids=IDS)
 def test_every_network_and_the_whole_policy_match_torch(tmp_path: Path, kind: str, kw: dict) -> None:
     path = saved(tmp_path, kind, kw)
-    reference, info = ckpt.load_policy(path)
-    manifest = export_policy(reference, path, info["spec"])
-    expected = {n.name for n in networks(reference)}
+    reference, _ = load(path)
+    manifest = export_policy(reference, path, PROC)
+    expected = {n.name for n in reference.networks()}
     assert set(manifest["networks"]) == expected and "encoder" in expected
-    assert manifest["processing"] == {"keys": ["point_cloud"]}
+    assert manifest["processing"] == PROC
 
-    onnx_policy, onnx_info = ckpt.load_policy(path, backend="onnxruntime")
+    onnx_policy, onnx_info = load(path, backend="onnxruntime")
     assert onnx_info["onnx"]["providers_in_use"]["encoder"] == ["CPUExecutionProvider"]
     assert all(entry["parity_max_abs_error"] < NETWORK_TOL for entry in manifest["networks"].values())
     assert_networks_match(reference, onnx_policy, (1, 5), f"{kind}{kw}")
@@ -80,9 +89,9 @@ def test_every_network_and_the_whole_policy_match_torch(tmp_path: Path, kind: st
 
 def test_diffusion_timestep_scalar_is_broadcast_to_the_batch(tmp_path: Path) -> None:
     path = saved(tmp_path, "diffusion", {})
-    reference, info = ckpt.load_policy(path)
-    export_policy(reference, path, info["spec"])
-    onnx_policy, _ = ckpt.load_policy(path, backend="onnxruntime")
+    reference, _ = load(path)
+    export_policy(reference, path, PROC)
+    onnx_policy, _ = load(path, backend="onnxruntime")
     x, cond = torch.randn(3, 8, 4), torch.randn(3, reference.encoder.feature_dim)
     t = torch.tensor(7)
     torch.testing.assert_close(onnx_policy.unet(x, t, cond), reference.unet(x, t, cond), atol=NETWORK_TOL, rtol=0)
@@ -90,31 +99,35 @@ def test_diffusion_timestep_scalar_is_broadcast_to_the_batch(tmp_path: Path) -> 
 
 def test_missing_corrupt_and_stale_exports_are_refused(tmp_path: Path) -> None:
     path = saved(tmp_path, "difftori", {})
-    policy, info = ckpt.load_policy(path)
+    policy, _ = load(path)
     with pytest.raises(OnnxModelError, match="python -m difftori_core.export"):
-        ckpt.load_policy(path, backend="onnxruntime")
-    export_policy(policy, path, info["spec"])
+        load(path, backend="onnxruntime")
+    export_policy(policy, path, PROC)
 
     encoder = path / ONNX_DIR / "encoder.onnx"
     good = encoder.read_bytes()
     encoder.write_bytes(good[: len(good) // 2])
     with pytest.raises(OnnxModelError, match="corrupt"):
-        ckpt.load_policy(path, backend="onnxruntime")
+        load(path, backend="onnxruntime")
     encoder.write_bytes(good)
 
     manifest = path / ONNX_DIR / "manifest.json"
     manifest.write_text("{not json")
     with pytest.raises(OnnxModelError, match="not valid JSON"):
-        ckpt.load_policy(path, backend="onnxruntime")
-    export_policy(policy, path, info["spec"])
+        load(path, backend="onnxruntime")
+    export_policy(policy, path, PROC)
 
-    with torch.no_grad():  # retrained weights, old export
+    old_export = shutil.copytree(path / ONNX_DIR, tmp_path / "old_export")
+    with torch.no_grad():  # retrained weights, re-saved as a consistent checkpoint
         next(policy.parameters()).add_(0.1)
-    save_file({k: v.contiguous() for k, v in policy.state_dict().items()}, path / ckpt.MODEL_FILE)
+    ckpt.save_checkpoint(path, policy, {"policy": to_dict(small_config("difftori"))}, {"processing": PROC})
+    with pytest.raises(OnnxModelError, match="python -m difftori_core.export"):
+        load(path, backend="onnxruntime")  # a re-save does not carry the old export along
+    shutil.copytree(old_export, path / ONNX_DIR)  # ... but one copied back is stale
     with pytest.raises(OnnxModelError, match="other weights"):
-        ckpt.load_policy(path, backend="onnxruntime")
-    with pytest.raises(ValueError, match="backend must be auto, torch or onnxruntime"):
-        ckpt.load_policy(path, backend="tensorrt")
+        load(path, backend="onnxruntime")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        load(path, backend="tensorrt")
 
 
 def test_export_cli_writes_files_and_reports_parity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -132,41 +145,41 @@ SHIPPED = sorted(p for p in (Path(__file__).parents[1] / "models").iterdir() if 
 
 @pytest.mark.parametrize("model", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_shipped_models_carry_an_onnx_export_that_matches_torch(model: Path) -> None:
-    reference, _ = ckpt.load_policy(model)
-    onnx_policy, _ = ckpt.load_policy(model, backend="onnxruntime")
+    reference, _ = load(model)
+    onnx_policy, _ = load(model, backend="onnxruntime")
     assert_networks_match(reference, onnx_policy, (1, 4), model.name)
     # The encoder's example input: one raw observation of the model's shapes.
-    assert_chunks_match(reference, onnx_policy, networks(reference)[0].inputs(1), model.name)
+    assert_chunks_match(reference, onnx_policy, reference.example_observation(1), model.name)
 
 
 def test_use_onnxruntime_rejects_an_export_of_another_policy_type(tmp_path: Path) -> None:
     path = saved(tmp_path, "mlp_bc", {})
-    policy, info = ckpt.load_policy(path)
-    export_policy(policy, path, info["spec"])
+    policy, _ = load(path)
+    export_policy(policy, path, PROC)
     diffusion, _ = fitted("diffusion")
-    with pytest.raises(OnnxModelError, match="no 'denoiser' network"):
+    with pytest.raises(OnnxModelError, match="no 'denoiser' entry"):
         use_onnxruntime(diffusion, path)
 
 
 def test_auto_backend_times_both_when_there_is_an_export_and_still_refuses_a_broken_one(tmp_path: Path) -> None:
     path = saved(tmp_path, "diffusion", {})
-    policy, info = ckpt.load_policy(path, backend="auto")
+    policy, info = load(path, backend="auto")
     assert info["backend"] == "torch" and "chunk_ms" not in info  # nothing to compare with
-    export_policy(policy, path, info["spec"])
-    chosen, info = ckpt.load_policy(path, backend="auto")
+    export_policy(policy, path, PROC)
+    chosen, info = load(path, backend="auto")
     ms = info["chunk_ms"]
     assert set(ms) == {"torch", "onnxruntime"} and all(v > 0 for v in ms.values())
     assert info["backend"] == min(ms, key=ms.get)
     assert isinstance(chosen.encoder, OrtModule) == (info["backend"] == "onnxruntime")
     # The timing ran on copies: the chosen policy samples exactly like a freshly loaded one.
     obs = batch(2, seed=3)["obs"]
-    fresh, _ = ckpt.load_policy(path)
+    fresh, _ = load(path)
     torch.testing.assert_close(
         chosen.predict_action_chunk(obs), fresh.predict_action_chunk(obs), atol=CHUNK_TOL, rtol=0
     )
     (path / ONNX_DIR / "denoiser.onnx").write_bytes(b"garbage")
-    with pytest.raises(OnnxModelError, match="denoiser.onnx: missing or corrupt"):
-        ckpt.load_policy(path, backend="auto")
+    with pytest.raises(OnnxModelError, match="denoiser.onnx: sha256 does not match"):
+        load(path, backend="auto")
 
 
 def test_asking_for_cuda_without_cuda_libraries_says_so_once_and_runs_on_cpu() -> None:
@@ -175,7 +188,7 @@ def test_asking_for_cuda_without_cuda_libraries_says_so_once_and_runs_on_cpu() -
 
     code = (
         "from pathlib import Path\n"
-        "from difftori_core.onnx_backend import make_session, providers_for\n"
+        "from difftori_core.deploy.onnx_backend import make_session, providers_for\n"
         f"s = make_session(Path({str(SHIPPED[0] / ONNX_DIR / 'encoder.onnx')!r}), providers_for('cuda'))\n"
         "print('PROVIDERS', s.get_providers())\n"
     )

@@ -1,4 +1,5 @@
-"""Policy contract tests: every policy type trains, predicts bounded chunks, acts tick by tick."""
+"""Policy contract tests: every policy type trains, predicts bounded chunks, acts tick by tick
+through the runner."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import copy
 import pytest
 import torch
 
+from difftori_core.deploy.runner import PolicyRunner
 from difftori_core.nn.encoders import EncoderConfig, ObservationEncoder
-from difftori_core.policies import DiffTORIPolicy, PolicyConfig, PolicySpec, make_policy
+from difftori_core.policies import PolicyConfig, PolicySpec, make_policy
+from difftori_core.policies.il import DiffTORIPolicy
 from difftori_core.policies.normalizer import Normalizer
+from difftori_core.processing import ProcessingSpec
 
 SPEC = PolicySpec(
     obs_shapes={"point_cloud": [64, 3], "image": [3, 32, 32], "agent_pos": [5]},
@@ -23,17 +27,24 @@ SMALL = EncoderConfig(
 
 
 def small_config(kind: str, **difftori: object) -> PolicyConfig:
-    cfg = PolicyConfig(type=kind, horizon=8, n_obs_steps=2, n_action_steps=4, encoder=SMALL)  # type: ignore[arg-type]
-    cfg.mlp_bc.hidden = (32,)
-    cfg.diffusion.down_dims = (16, 32)
-    cfg.diffusion.num_inference_steps = 3
-    cfg.difftori.cost_hidden = (32,)
-    cfg.difftori.cvae_hidden = (32,)
-    cfg.difftori.latent_dim = 8
-    cfg.difftori.residual_dim = 8
-    for key, value in difftori.items():
-        setattr(cfg.difftori, key, value)
+    cfg = PolicyConfig(type=kind, horizon=8, n_obs_steps=2, n_action_steps=4, encoder=SMALL)
+    if kind == "difftori":
+        cfg.difftori.cost_hidden = (32,)
+        cfg.difftori.cvae_hidden = (32,)
+        cfg.difftori.latent_dim = 8
+        cfg.difftori.residual_dim = 8
+        for key, value in difftori.items():
+            setattr(cfg.difftori, key, value)
+    used = cfg.used_sections()
+    if "mlp_bc" in used:
+        cfg.mlp_bc.hidden = (32,)
+    if "diffusion" in used:
+        cfg.diffusion.down_dims = (16, 32)
+        cfg.diffusion.num_inference_steps = 3
     return cfg
+
+
+PROCESSING = ProcessingSpec(keys=("point_cloud", "image", "agent_pos"), num_points=64, image_size=(32, 32))
 
 
 def batch(n: int = 6, seed: int = 0) -> dict:
@@ -86,63 +97,87 @@ def test_predicted_chunk_has_horizon_and_respects_action_bounds(kind: str) -> No
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_select_action_executes_n_action_steps_of_each_chunk(kind: str) -> None:
+def test_runner_executes_n_action_steps_of_each_chunk(kind: str) -> None:
     policy, b = fitted(kind)
-    policy.eval()
     calls = []
-    original = policy.predict_action_chunk
+    original = policy.predict_chunk
 
-    def spy(obs):
+    def spy(obs, variant=None):
         calls.append({k: v.clone() for k, v in obs.items()})
-        return original(obs)
+        return original(obs, variant)
 
-    policy.predict_action_chunk = spy  # type: ignore[method-assign]
-    policy.reset()
+    policy.predict_chunk = spy  # type: ignore[method-assign]
+    runner = PolicyRunner(policy, PROCESSING)
     frames = [{k: v[:1, 0] for k, v in batch(1, seed=s)["obs"].items()} for s in range(9)]
-    actions = [policy.select_action(f) for f in frames]
-    assert all(a.shape == (1, 4) for a in actions)
+    results = [runner.act(f) for f in frames]
+    assert all(a.shape == (1, 4) for a, _ in results)
     assert len(calls) == 3  # ticks 0, 4, 8 with n_action_steps = 4
+    assert [s.new_chunk for _, s in results] == [True, False, False, False] * 2 + [True]
     # First call: history padded by repeating the first frame, as the training sampler pads.
     torch.testing.assert_close(calls[0]["agent_pos"][:, 0], calls[0]["agent_pos"][:, 1])
     # Later calls see the two newest frames in order.
     torch.testing.assert_close(
         calls[1]["agent_pos"][0], torch.stack([frames[3]["agent_pos"][0], frames[4]["agent_pos"][0]])
     )
-    policy.reset()
-    policy.select_action(frames[0])
+    assert runner.pending_actions().shape == (3, 4)
+    runner.reset()
+    runner.act(frames[0])
     assert len(calls) == 4  # reset dropped the queued actions
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_skipping_the_frames_no_chunk_will_see_changes_no_action(kind: str) -> None:
     policy, _ = fitted(kind)
-    policy.eval()
     frames = [{k: v[:1, 0] for k, v in batch(1, seed=s)["obs"].items()} for s in range(13)]
-    twin = copy.deepcopy(policy)  # the same sampling RNG state for the diffusion policy
-    every_frame = [twin.select_action(f) for f in frames]
+    twin = PolicyRunner(copy.deepcopy(policy), PROCESSING)  # the same sampling RNG state for diffusion
+    every_frame = [twin.act(f)[0] for f in frames]
+    runner = PolicyRunner(policy, PROCESSING)
     used, skipping = [], []
     for f in frames:
-        used.append(policy.next_frame_used())
-        skipping.append(policy.select_action(f if used[-1] else None))
+        used.append(runner.frame_used())
+        skipping.append(runner.act(f if used[-1] else None)[0])
     # n_action_steps 4, n_obs_steps 2: a chunk at ticks 0, 4, 8, 12 sees frames (t-1, t).
     assert used == [True, False, False, True, True, False, False, True, True, False, False, True, True]
     for a, b in zip(every_frame, skipping, strict=True):
         torch.testing.assert_close(a, b)
-    policy.reset()
+    runner.reset()
     with pytest.raises(ValueError, match="frame is needed"):
-        policy.select_action(None)
+        runner.act(None)
 
 
-def test_difftori_without_refinement_returns_the_base_chunk() -> None:
+def test_difftori_base_variant_returns_the_base_chunk_and_refined_reports_the_solve() -> None:
     policy, b = fitted("difftori")
     policy.eval()
     base_chunk = policy.base.predict_action_chunk(b["obs"])
-    policy.config.refine = False
-    torch.testing.assert_close(policy.predict_action_chunk(b["obs"]), base_chunk)
-    policy.config.refine = True
-    refined = policy.predict_action_chunk(b["obs"])
-    assert policy.last_info is not None and not policy.last_info.failed.any()
-    assert not torch.equal(refined, base_chunk)
+    torch.testing.assert_close(policy.predict_action_chunk(b["obs"], "base"), base_chunk)
+    refined = policy.predict_chunk(b["obs"])
+    assert refined.solver_failed is not None and not refined.solver_failed.any()
+    assert refined.solver_iterations is not None and (refined.solver_iterations > 0).all()
+    assert not torch.equal(refined.actions, base_chunk)
+    with pytest.raises(ValueError, match="variants"):
+        policy.predict_chunk(b["obs"], "refined")
+    # Two runners over one policy: the variant is a call argument, the policy is not mutated.
+    runner = PolicyRunner(policy, PROCESSING)
+    base_runner = runner.with_variant("base")
+    frame = {k: v[:1, 0] for k, v in b["obs"].items()}
+    a_base, s_base = base_runner.act(frame)
+    a_ref, s_ref = runner.act(frame)
+    assert s_base.solver_iterations is None and s_ref.solver_iterations is not None
+    assert not torch.equal(a_base, a_ref)
+
+
+def test_policy_config_holds_only_the_sections_its_type_uses() -> None:
+    from difftori_core.config import ConfigError, from_dict, to_dict
+
+    cfg = to_dict(PolicyConfig(type="difftori"))
+    assert {"difftori", "mlp_bc"} <= set(cfg) and "diffusion" not in cfg
+    cfg["difftori"]["base"] = "diffusion"
+    rebased = to_dict(from_dict(PolicyConfig, cfg))
+    assert "diffusion" in rebased and "mlp_bc" not in rebased
+    with pytest.raises(ConfigError, match="policy.nonsense"):
+        from_dict(PolicyConfig, {**cfg, "nonsense": {}}, prefix="policy.")
+    with pytest.raises(ConfigError, match="unknown policy type"):
+        from_dict(PolicyConfig, {**cfg, "type": "transformer"}, prefix="policy.")
 
 
 def test_difftori_training_lowers_loss_below_the_base_proposal() -> None:

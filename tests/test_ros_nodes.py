@@ -210,14 +210,14 @@ def test_invalid_parameters_fail_configure_with_a_clear_message(procs: Procs, no
     procs.stop()
     log = "".join(p.read_text() for p in tmp_path.glob("controller_node-*.log"))
     assert "control_rate_hz must be in (0, 1000]" in log
-    assert "backend must be auto, torch or onnxruntime, got 'tensorrt'" in log
+    assert "backend must be one of ['auto', 'torch', 'onnxruntime'], got 'tensorrt'" in log
 
 
 def image_model(path: Path) -> Path:
     """An (untrained) DiffTORI model that also consumes an 84x84 image."""
     from difftori_core.checkpoint import save_checkpoint
     from difftori_core.config import to_dict
-    from difftori_core.envs.metaworld_env import ACTION_NAMES, JOINT_NAMES
+    from difftori_core.envs.metaworld import ACTION_NAMES, JOINT_NAMES
     from difftori_core.nn.encoders import EncoderConfig
     from difftori_core.policies import PolicyConfig, PolicySpec, make_policy
     from difftori_core.processing import ProcessingSpec

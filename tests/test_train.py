@@ -15,11 +15,12 @@ import torch
 from safetensors.torch import load_file
 
 from difftori_core import checkpoint as ckpt
-from difftori_core.collect import collect
+from difftori_core.artifacts import MODEL_FILE
 from difftori_core.config import load_config
-from difftori_core.envs.metaworld_env import MetaWorldEnvConfig
+from difftori_core.data.collect import collect
+from difftori_core.envs.metaworld import MetaWorldEnvConfig
 from difftori_core.processing import ProcessingSpec
-from difftori_core.train import TrainConfig, Trainer
+from difftori_core.training.il import TrainConfig, Trainer
 
 SMALL = [
     "task=door-open-v3",
@@ -65,8 +66,8 @@ def test_short_training_run_lowers_the_loss_and_writes_its_outputs(dataset: Path
     cost = [r for r in rows if r.get("phase") == "cost" and "loss" in r]
     assert cost and all(r["solver_failed"] == 0 for r in cost)
     assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000
-    policy, info = ckpt.load_policy(tmp_path / "run")
-    assert info["spec"]["step"] == 90 and info["spec"]["processing"]["num_points"] == 64
+    info = ckpt.read_model(tmp_path / "run")
+    assert info.spec["step"] == 90 and info.processing.num_points == 64
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
         "latest",
         "step_0000060",
@@ -98,8 +99,20 @@ def test_killed_run_resumes_exactly(dataset: Path, tmp_path: Path) -> None:
     assert 0 < killed_at < 60, "the run should have been killed mid-training"
 
     Trainer(config(dataset, run, *steps)).run()  # resumes from the latest checkpoint
-    a = load_file(ckpt.resolve(tmp_path / "straight") / ckpt.MODEL_FILE)
-    b = load_file(ckpt.resolve(run) / ckpt.MODEL_FILE)
+    # Logs hold every step once: the rows the killed run wrote after its checkpoint are gone.
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["step"] for r in rows if "loss" in r]
+    assert logged == list(range(5, 61, 5)), logged
+    straight_rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in rows if "loss" in r] == [r["loss"] for r in straight_rows if "loss" in r]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    tb_steps = [e.step for e in events.Scalars("base/loss")] + [e.step for e in events.Scalars("cost/loss")]
+    assert tb_steps == logged, tb_steps
+    a = load_file(ckpt.resolve(tmp_path / "straight") / MODEL_FILE)
+    b = load_file(ckpt.resolve(run) / MODEL_FILE)
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
@@ -135,8 +148,12 @@ def test_eval_cli_reports_success_writes_a_gif_and_refuses_a_corrupt_model(
     assert eval_main([*args[:3], "--json", str(onnx_out), "max_episode_steps=20", "--backend", "onnxruntime"]) == 0
     onnx_result = json.loads(onnx_out.read_text())
     assert onnx_result["backend"] == "onnxruntime" and onnx_result["per_episode"] == result["per_episode"]
+    assert result["variant"] == "difftori"
+    base_out = tmp_path / "eval_base.json"
+    assert eval_main([*args[:3], "--json", str(base_out), "max_episode_steps=20", "--variant", "base"]) == 0
+    assert json.loads(base_out.read_text())["variant"] == "base"
 
-    model = ckpt.resolve(run) / ckpt.MODEL_FILE
+    model = ckpt.resolve(run) / MODEL_FILE
     model.write_bytes(model.read_bytes()[:100])
     assert eval_main([str(run), "--episodes", "1"]) == 2
     assert "corrupt" in capsys.readouterr().err

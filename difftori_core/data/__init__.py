@@ -1,5 +1,16 @@
-"""Demonstration datasets (see `dataset` for the on-disk format)."""
+"""Demonstration datasets (`dataset`: the on-disk format), training windows (`windows`) and
+scripted-expert collection in simulation (`collect`)."""
 
 from difftori_core.data.dataset import FORMAT, VERSION, Dataset, DatasetError, DatasetWriter, read_meta
+from difftori_core.data.windows import WindowSampler, window_indices
 
-__all__ = ["FORMAT", "VERSION", "Dataset", "DatasetError", "DatasetWriter", "read_meta"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Dataset",
+    "DatasetError",
+    "DatasetWriter",
+    "WindowSampler",
+    "read_meta",
+    "window_indices",
+]

@@ -25,58 +25,48 @@ deflate shrinks rendered RGB frames several-fold (large flat regions) and gains 
 float point clouds; training loads the whole dataset into memory once anyway, so memory mapping
 (safetensors' strength) buys nothing, and one data file means one checksum.
 
-Writing is atomic: everything goes to a temporary sibling directory, which is renamed into place
-(an existing dataset is moved aside first and deleted after), so a crash never leaves a half
-dataset under the real name. Loading checks the format name, version, checksum and size of the
-data file, that every schema key is present with its dtype and (N, *shape), and that episode_ends
-is consistent, and refuses anything else with a `DatasetError` naming the file and the problem.
+Writing is atomic (`artifacts.atomic_directory`), so a crash never leaves a half dataset under
+the real name. Loading checks the format name, version and field types of meta.json, the
+checksum and size of the data file, that every schema key is present with its dtype and
+(N, *shape), and that episode_ends is consistent, and refuses anything else with a
+`DatasetError` naming the file and the problem (and the field).
 
-Training windows (Diffusion Policy's sampler): for frame t of an episode, the `n_obs_steps`
-observation frames ending at t (the episode's first frame repeated before its start) and the
-`horizon` actions starting at t (its last action repeated after its end). `Dataset.window(t, ...)`
-and `Dataset.iter_windows(...)` return exactly what `difftori_core.training_data.WindowSampler`
-batches for training, from the same index computation.
+Training windows over a dataset: `difftori_core.data.windows.WindowSampler.from_dataset`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import platform
-import shutil
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from difftori_core.artifacts import DATASET_DATA as DATA
+from difftori_core.artifacts import DATASET_META as META
+from difftori_core.artifacts import ArtifactError, atomic_directory, check_fields, read_json, sha256
+
 FORMAT = "difftori-dataset"
 VERSION = 1
-META, DATA = "meta.json", "data.npz"
-REQUIRED_META = ("num_frames", "episode_ends", "schema", "files")
+META_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "num_frames": int,
+    "episode_ends": list,
+    "schema": dict,
+    "files": dict,
+    "env": dict,
+    "processing": dict,
+    "info": dict,
+    "source": str,
+}
+OPTIONAL_META = ("env", "processing", "info", "source")
 
 
-class DatasetError(RuntimeError):
+class DatasetError(ArtifactError):
     """A dataset is missing, corrupt, or not in the format/version this code reads."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DatasetWriter:
@@ -135,14 +125,9 @@ class DatasetWriter:
             raise DatasetError(f"{self.path}: no episodes to write")
         if self.path.exists() and not (self.path / META).is_file() and any(self.path.iterdir()):
             raise DatasetError(f"{self.path}: exists and is not a dataset; refusing to replace it")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
+        with atomic_directory(self.path) as tmp:
             data = {k: np.concatenate([e[k] for e in self._episodes]) for k in self._schema}
             np.savez_compressed(tmp / DATA, **data)
-            _fsync(tmp / DATA)
             ends = np.cumsum([len(e["action"]) for e in self._episodes]).tolist()
             meta = {
                 "format": FORMAT,
@@ -150,7 +135,7 @@ class DatasetWriter:
                 "num_frames": int(ends[-1]),
                 "episode_ends": [int(e) for e in ends],
                 "schema": {k: {"dtype": dt.name, "shape": list(shape)} for k, (dt, shape) in self._schema.items()},
-                "files": {DATA: {"sha256": _sha256(tmp / DATA), "bytes": (tmp / DATA).stat().st_size}},
+                "files": {DATA: {"sha256": sha256(tmp / DATA), "bytes": (tmp / DATA).stat().st_size}},
                 "env": self.env,
                 "processing": self.processing,
                 "info": self.info,
@@ -159,15 +144,6 @@ class DatasetWriter:
                 "creator": {"numpy": np.__version__, "python": platform.python_version()},
             }
             (tmp / META).write_text(json.dumps(meta, indent=1))
-            _fsync(tmp / META)
-            old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
-            if self.path.exists():
-                self.path.rename(old)
-            tmp.rename(self.path)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return self.path
 
     def __enter__(self) -> DatasetWriter:
@@ -184,7 +160,6 @@ class Dataset:
     def __init__(self, path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.path, self.meta, self.arrays = path, meta, arrays
         self.episode_ends = np.asarray(meta["episode_ends"], dtype=np.int64)
-        self._windows: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def keys(self) -> list[str]:
@@ -212,32 +187,6 @@ class Dataset:
         start, end = self.episode_bounds(index)
         return {k: v[start:end] for k, v in self.arrays.items()}
 
-    def _window_indices(self, n_obs_steps: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-        if n_obs_steps < 1 or horizon < 1:
-            raise ValueError(f"n_obs_steps and horizon must be positive, got {n_obs_steps}, {horizon}")
-        if (n_obs_steps, horizon) not in self._windows:
-            # The one implementation of the window rule, shared with the training sampler.
-            from difftori_core.training_data import window_indices
-
-            self._windows[n_obs_steps, horizon] = window_indices(self.episode_ends, n_obs_steps, horizon)
-        return self._windows[n_obs_steps, horizon]
-
-    def window(self, t: int, n_obs_steps: int, horizon: int, obs_keys: Sequence[str] | None = None) -> dict[str, Any]:
-        """The training window anchored at global frame `t`: {"obs": {key: (n_obs_steps, ...)},
-        "action": (horizon, A)} (padding rule in the module docstring)."""
-        if not 0 <= t < self.num_frames:
-            raise IndexError(f"frame {t} of {self.num_frames}")
-        obs_idx, act_idx = self._window_indices(n_obs_steps, horizon)
-        keys = [k for k in self.keys if k != "action"] if obs_keys is None else list(obs_keys)
-        return {"obs": {k: self.arrays[k][obs_idx[t]] for k in keys}, "action": self.arrays["action"][act_idx[t]]}
-
-    def iter_windows(
-        self, n_obs_steps: int, horizon: int, obs_keys: Sequence[str] | None = None
-    ) -> Iterator[dict[str, Any]]:
-        """Every training window in frame order (one per frame)."""
-        for t in range(self.num_frames):
-            yield self.window(t, n_obs_steps, horizon, obs_keys)
-
     @classmethod
     def load(cls, path: str | Path) -> Dataset:
         """Read and verify a dataset; raises `DatasetError` naming the file and the problem."""
@@ -251,7 +200,7 @@ class Dataset:
         if size != expected.get("bytes"):
             what = "truncated" if isinstance(expected.get("bytes"), int) and size < expected["bytes"] else "wrong size"
             raise DatasetError(f"{data_file}: {size} bytes, meta.json says {expected.get('bytes')} ({what})")
-        if _sha256(data_file) != expected.get("sha256"):
+        if sha256(data_file) != expected.get("sha256"):
             raise DatasetError(f"{data_file}: sha256 checksum mismatch (the file is corrupt or was modified)")
         try:
             with np.load(data_file, allow_pickle=False) as npz:
@@ -269,18 +218,14 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     meta_file = path / META
     if not meta_file.is_file():
         raise DatasetError(f"{path}: not a dataset (no {META})")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(f"{meta_file}: not valid JSON ({err})") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise DatasetError(f"{meta_file}: format is {found!r}, expected {FORMAT!r}")
+    meta = read_json(meta_file, DatasetError)
+    if meta.get("format") != FORMAT:
+        raise DatasetError(f"{meta_file}: format is {meta.get('format')!r}, expected {FORMAT!r}")
     if meta.get("version") != VERSION:
         raise DatasetError(f"{meta_file}: version {meta.get('version')!r} is not supported (this code reads {VERSION})")
-    missing = [k for k in REQUIRED_META if k not in meta]
-    if missing:
-        raise DatasetError(f"{meta_file}: missing field(s) {missing}")
+    check_fields(meta, META_FIELDS, meta_file, DatasetError, optional=OPTIONAL_META)
+    for key in ("env", "processing", "info"):
+        meta.setdefault(key, {})
     n = meta["num_frames"]
     if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
         raise DatasetError(f"{meta_file}: num_frames must be a positive integer, got {n!r}")

@@ -1,32 +1,37 @@
 """The policy contract shared by training, evaluation, the sim runner and the ROS node.
 
-Every policy is an `nn.Module` with:
+Every policy is an `nn.Module` registered under a type name (`policies.registry`) with:
 
 * `forward(batch) -> (loss, info)`: one training step's loss on a batch
   `{"obs": {key: (B, T, ...)}, "action": (B, H, A)}` of raw (unnormalized) data;
-* `predict_action_chunk(obs) -> (B, H, A)`: actions in environment units, clamped to the action
-  bounds, from `{key: (B, T, ...)}` observations;
-* `select_action(obs) -> (B, A)`: one control tick from the newest frame `{key: (B, ...)}`;
-  the policy keeps the observation history (padded by repeating the first frame after a reset,
-  exactly as the training sampler pads) and executes `n_action_steps` of each chunk;
-  `next_frame_used()` tells whether the next frame will be looked at (else pass None);
-* `reset()`: forget history and queued actions (call at the start of every episode).
+* `predict_chunk(obs, variant=None) -> Chunk`: actions (B, H, A) in environment units, clamped to
+  the action bounds, from `{key: (B, T, ...)}` observations, with per-sample solver outcomes when
+  the policy optimizes (`predict_action_chunk` returns the actions alone). `variant` names one of
+  `variants` (the first is the default): a DiffTORI policy has "difftori" and "base" (its base
+  policy alone), so a comparison is a call argument, never a config mutation;
+* `training_phases()`: which module and parameters each training phase optimizes;
+* `networks()`: the exportable submodules (ONNX) with example inputs;
+* `reset()`: forget any per-episode state (call at the start of every episode).
 
-Normalization statistics are buffers, so `state_dict()` holds everything needed to act.
+Observation history and the action queue of tick-by-tick control live in one place, the runner
+(`difftori_core.deploy.runner`), not in the policy. Normalization statistics are buffers, so
+`state_dict()` holds everything needed to act.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from difftori_core.nn.encoders import EncoderConfig, ObservationEncoder
 from difftori_core.policies.normalizer import Normalizer
+
+if TYPE_CHECKING:
+    from difftori_core.policies.registry import PolicyConfig
 
 Batch = Mapping[str, Any]
 
@@ -46,27 +51,81 @@ class PolicySpec:
     action_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not self.obs_shapes or not all(
+            isinstance(s, (list, tuple)) and all(isinstance(d, int) and d > 0 for d in s)
+            for s in self.obs_shapes.values()
+        ):
+            raise ValueError(f"obs_shapes must map keys to lists of positive ints, got {self.obs_shapes}")
+        if self.action_dim < 1:
+            raise ValueError(f"action_dim must be positive, got {self.action_dim}")
         if len(self.action_low) != self.action_dim or len(self.action_high) != self.action_dim:
             raise ValueError(f"action bounds must have {self.action_dim} entries")
+        if any(lo > hi for lo, hi in zip(self.action_low, self.action_high, strict=True)):
+            raise ValueError(f"action_low must not exceed action_high: {self.action_low} > {self.action_high}")
         if not self.action_names:
             self.action_names = [f"action_{i}" for i in range(self.action_dim)]
         if len(self.action_names) != self.action_dim:
             raise ValueError(f"action_names must have {self.action_dim} entries, got {self.action_names}")
 
 
+class Chunk(NamedTuple):
+    """One predicted action chunk (B, H, A) and, for optimizing policies, the per-sample solver
+    outcome: `solver_failed` (B,) bool and `solver_iterations` (B,) long (None otherwise)."""
+
+    actions: Tensor
+    solver_failed: Tensor | None = None
+    solver_iterations: Tensor | None = None
+
+
+@dataclass
+class TrainingPhase:
+    """A stage of training: `module(batch)` gives the loss; only `parameters` are optimized."""
+
+    name: str
+    module: nn.Module
+    parameters: list[nn.Parameter]
+
+
+@dataclass
+class Network:
+    """One exportable submodule: `owner.<attr>` is the torch module an ONNX graph replaces.
+
+    `inputs(batch)` builds example inputs (name -> tensor) for export and parity checks; the
+    graph's positional inputs follow that order. `dict_input`: the module takes them as one dict
+    (the observation encoders) rather than positionally.
+    """
+
+    name: str
+    owner: nn.Module
+    attr: str
+    inputs: Callable[[int], dict[str, Tensor]]
+    outputs: list[str]
+    dict_input: bool = False
+
+    @property
+    def module(self) -> nn.Module:
+        return getattr(self.owner, self.attr)
+
+
 class Policy(nn.Module):
-    """Base class: normalization, observation encoding, history and action-queue bookkeeping.
+    """Base class: normalization, observation encoding and the contract above.
 
     Subclasses that encode observations themselves call `_build_perception` (it creates
     `self.normalizer` and `self.encoder`); a wrapper policy may instead expose its inner
-    policy's as properties.
+    policy's as properties. `type_name`, `config_class` and (by default) `variants` are set by
+    `registry.register_policy`.
     """
 
+    type_name: ClassVar[str] = ""
+    config_class: ClassVar[type] = object
+    variants: ClassVar[tuple[str, ...]] = ()
     normalizer: Normalizer
     encoder: ObservationEncoder
 
     def __init__(self, spec: PolicySpec, horizon: int, n_obs_steps: int, n_action_steps: int) -> None:
         super().__init__()
+        if horizon < 1 or n_obs_steps < 1:
+            raise ValueError(f"horizon and n_obs_steps must be positive, got {horizon}, {n_obs_steps}")
         if not 1 <= n_action_steps <= horizon:
             raise ValueError(f"n_action_steps must be in [1, horizon={horizon}], got {n_action_steps}")
         self.spec = spec
@@ -74,8 +133,21 @@ class Policy(nn.Module):
         self.action_dim = spec.action_dim
         self.register_buffer("action_low", torch.tensor(spec.action_low, dtype=torch.float32), persistent=False)
         self.register_buffer("action_high", torch.tensor(spec.action_high, dtype=torch.float32), persistent=False)
-        self._history: deque[dict[str, Tensor]] = deque(maxlen=n_obs_steps)
-        self._queue: deque[Tensor] = deque()
+
+    # -- construction (registry) ---------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: PolicyConfig, spec: PolicySpec) -> Policy:
+        """Build from the shared shape fields and this type's own section of `config`."""
+        return cls(  # type: ignore[call-arg]
+            spec, config.horizon, config.n_obs_steps, config.n_action_steps, config.encoder,
+            config.section(cls.type_name),
+        )
+
+    @classmethod
+    def required_sections(cls, section: Any) -> list[str]:
+        """Config sections (policy type names) a policy of this type needs, given its own."""
+        return [cls.type_name]
 
     def _build_perception(self, encoder: EncoderConfig) -> None:
         dims = {"action": self.spec.action_dim}
@@ -87,7 +159,7 @@ class Policy(nn.Module):
 
     # -- shared helpers ------------------------------------------------------------------
 
-    def encode(self, obs: Mapping[str, Tensor], encoder: ObservationEncoder | None = None) -> Tensor:
+    def encode(self, obs: Mapping[str, Tensor], encoder: nn.Module | None = None) -> Tensor:
         """(B, T, ...) raw observations -> (B, feature_dim), with proprioception normalized."""
         obs = {k: obs[k] for k in self.spec.obs_shapes}
         if "agent_pos" in obs:
@@ -101,6 +173,26 @@ class Policy(nn.Module):
         actions = self.normalizer.unnormalize("action", normalized)
         return torch.maximum(torch.minimum(actions, self.action_high), self.action_low)
 
+    def example_observation(self, batch: int) -> dict[str, Tensor]:
+        """Random raw observation windows (B, T, ...) of the right shapes and dtypes, seeded by
+        `batch`: export inputs, warm-up and timing."""
+        g = torch.Generator().manual_seed(batch)
+        out = {}
+        for key, shape in self.spec.obs_shapes.items():
+            size = (batch, self.n_obs_steps, *shape)
+            if key == "image":
+                out[key] = torch.randint(0, 256, size, generator=g, dtype=torch.uint8)
+            else:
+                out[key] = torch.randn(size, generator=g)
+        return out
+
+    def check_variant(self, variant: str | None) -> str:
+        if variant is None:
+            return self.variants[0]
+        if variant not in self.variants:
+            raise ValueError(f"{self.type_name} policy has variants {list(self.variants)}, not {variant!r}")
+        return variant
+
     @property
     def device(self) -> torch.device:
         return self.action_low.device
@@ -110,39 +202,18 @@ class Policy(nn.Module):
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def predict_action_chunk(self, obs: Mapping[str, Tensor]) -> Tensor:  # pragma: no cover - abstract
+    def predict_chunk(self, obs: Mapping[str, Tensor], variant: str | None = None) -> Chunk:  # pragma: no cover
         raise NotImplementedError
 
+    def predict_action_chunk(self, obs: Mapping[str, Tensor], variant: str | None = None) -> Tensor:
+        return self.predict_chunk(obs, variant).actions
+
+    def training_phases(self) -> list[TrainingPhase]:
+        return [TrainingPhase("base", self, list(self.parameters()))]
+
+    def networks(self) -> list[Network]:
+        """Exportable networks, in a fixed order; the first is the observation encoder."""
+        return [Network("encoder", self, "encoder", self.example_observation, ["features"], dict_input=True)]
+
     def reset(self) -> None:
-        self._history.clear()
-        self._queue.clear()
-
-    def next_frame_used(self) -> bool:
-        """Whether the frame given to the next `select_action` will be part of a chunk's
-        observation window. A frame arriving while k actions are still queued is used only if
-        k < n_obs_steps (the next chunk is computed k ticks later from the last n_obs_steps
-        frames), so a caller may skip preprocessing the others and pass None."""
-        return not self._history or len(self._queue) < self.n_obs_steps
-
-    @torch.inference_mode()
-    def select_action(self, obs: Mapping[str, Tensor] | None) -> Tensor:
-        """One control tick: `obs` holds the newest frame of each key, (B, ...), or is None
-        when `next_frame_used()` said it would not be used (the queue's next action comes back)."""
-        if obs is None:
-            if self.next_frame_used():
-                raise ValueError("select_action(None): this tick's frame is needed (see next_frame_used)")
-            return self._queue.popleft()
-        frame = {k: torch.as_tensor(obs[k], device=self.device) for k in self.spec.obs_shapes}
-        if not self._history:
-            self._history.extend([frame] * self.n_obs_steps)
-        else:
-            self._history.append(frame)
-        if not self._queue:
-            stacked = {k: torch.stack([f[k] for f in self._history], dim=1) for k in frame}
-            chunk = self.predict_action_chunk(stacked)
-            self._queue.extend(chunk[:, : self.n_action_steps].unbind(1))
-        return self._queue.popleft()
-
-    def pending_actions(self) -> Tensor | None:
-        """Actions of the current chunk still queued after the last `select_action`, (B, k, A)."""
-        return torch.stack(list(self._queue), dim=1) if self._queue else None
+        """Stateless by default."""

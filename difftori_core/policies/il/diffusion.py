@@ -16,7 +16,8 @@ from torch.nn import functional as F
 
 from difftori_core.nn.encoders import EncoderConfig
 from difftori_core.nn.unet1d import ConditionalUnet1D
-from difftori_core.policies.base import Batch, Policy, PolicySpec
+from difftori_core.policies.base import Batch, Chunk, Network, Policy, PolicySpec
+from difftori_core.policies.registry import register_policy
 
 
 @dataclass
@@ -30,6 +31,7 @@ class DiffusionConfig:
     seed: int = 0  # initial-noise generator at inference
 
 
+@register_policy("diffusion", DiffusionConfig)
 class DiffusionPolicy(Policy):
     def __init__(
         self,
@@ -41,6 +43,10 @@ class DiffusionPolicy(Policy):
         config: DiffusionConfig,
     ) -> None:
         super().__init__(spec, horizon, n_obs_steps, n_action_steps)
+        factor = 2 ** (len(config.down_dims) - 1)
+        if horizon % factor:
+            levels = len(config.down_dims)
+            raise ValueError(f"horizon {horizon} must be divisible by {factor} for a U-Net of {levels} levels")
         self._build_perception(encoder)
         from diffusers.schedulers.scheduling_ddim import DDIMScheduler  # heavy import, only when used
 
@@ -79,6 +85,22 @@ class DiffusionPolicy(Policy):
             x = self.scheduler.step(out, t, x).prev_sample
         return x
 
-    def predict_action_chunk(self, obs: Mapping[str, Tensor]) -> Tensor:
+    def propose_normalized(self, features: Tensor) -> Tensor:
+        """The normalized chunk (B, H, A) for features (B, C): a DiffTORI base's proposal."""
+        return self.sample_normalized(features)
+
+    def predict_chunk(self, obs: Mapping[str, Tensor], variant: str | None = None) -> Chunk:
+        self.check_variant(variant)
         with torch.inference_mode():
-            return self.to_env_actions(self.sample_normalized(self.encode(obs)))
+            return Chunk(self.to_env_actions(self.sample_normalized(self.encode(obs))))
+
+    def networks(self) -> list[Network]:
+        def denoiser(batch: int) -> dict[str, Tensor]:
+            g = torch.Generator().manual_seed(batch)
+            return {
+                "sample": torch.randn(batch, self.horizon, self.action_dim, generator=g),
+                "timestep": torch.randint(0, self.config.num_train_timesteps, (batch,), generator=g),
+                "cond": torch.randn(batch, self.feature_dim, generator=g),
+            }
+
+        return [*super().networks(), Network("denoiser", self, "unet", denoiser, ["denoised"])]

@@ -1,7 +1,7 @@
 """The ONNX Runtime inference backend: a policy whose networks run as exported ONNX graphs.
 
 `use_onnxruntime(policy, model_dir, device)` swaps each exported submodule (see
-`difftori_core.export.networks`) for an `OrtModule` with the same call signature, so the policy
+`Policy.networks`) for an `OrtModule` with the same call signature, so the policy
 code path (normalization, DDIM loop, trajectory optimization, clamping, action queue) is the
 same for both backends. Execution providers follow the device: CUDA when the device is cuda and
 ONNX Runtime can load its CUDA provider, CPU otherwise; ONNX Runtime's own logging is limited to
@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import logging
 import statistics
 import time
@@ -25,16 +24,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from difftori_core.checkpoint import MODEL_FILE, ONNX_DIR, CheckpointError
-from difftori_core.export import MANIFEST, MANIFEST_FORMAT, MANIFEST_VERSION, networks, sha256
+from difftori_core.artifacts import MANIFEST, MODEL_FILE, ONNX_DIR, ArtifactError, read_json, sha256, verify_file
 from difftori_core.policies import Policy
+
+MANIFEST_FORMAT = "difftori-onnx"
+MANIFEST_VERSION = 1
 
 log = logging.getLogger(__name__)
 
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int64)": np.int64}
 
 
-class OnnxModelError(CheckpointError):
+class OnnxModelError(ArtifactError):
     """A model's ONNX export is missing, corrupt, stale or does not fit the policy."""
 
 
@@ -103,14 +104,11 @@ class OrtModule(nn.Module):
 
 def read_manifest(model_dir: Path) -> dict[str, Any]:
     path = model_dir / ONNX_DIR / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError as err:
+    if not path.is_file():
         raise OnnxModelError(
             f"{model_dir}: no ONNX export ({path} missing); run: python -m difftori_core.export {model_dir}"
-        ) from err
-    except json.JSONDecodeError as err:
-        raise OnnxModelError(f"{path}: not valid JSON ({err})") from err
+        )
+    manifest = read_json(path, OnnxModelError)
     if manifest.get("format") != MANIFEST_FORMAT or manifest.get("version") != MANIFEST_VERSION:
         raise OnnxModelError(f"{path}: not a {MANIFEST_FORMAT} v{MANIFEST_VERSION} manifest")
     return manifest
@@ -130,13 +128,15 @@ def use_onnxruntime(policy: Policy, model_dir: Path, device: str | torch.device 
     device = torch.device(device)
     providers = providers_for(device)
     in_use: dict[str, list[str]] = {}
-    for net in networks(policy):
-        entry = manifest["networks"].get(net.name)
-        if entry is None:
-            raise OnnxModelError(f"{model_dir / ONNX_DIR / MANIFEST}: no {net.name!r} network for this policy")
+    entries = manifest.get("networks")
+    for net in policy.networks():
+        entry = entries.get(net.name) if isinstance(entries, dict) else None
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("file", "sha256")):
+            raise OnnxModelError(
+                f"{model_dir / ONNX_DIR / MANIFEST}: field 'networks' has no {net.name!r} entry with file and sha256"
+            )
         path = model_dir / ONNX_DIR / entry["file"]
-        if not path.is_file() or sha256(path) != entry["sha256"]:
-            raise OnnxModelError(f"{path}: missing or corrupt (sha256 does not match the manifest)")
+        verify_file(path, entry["sha256"], OnnxModelError)
         try:
             session = make_session(path, providers)
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -169,7 +169,7 @@ def faster_backend(policy: Policy, model_dir: Path, repeats: int = 20) -> dict[s
     backend, per-backend median ms and, for onnxruntime, the manifest (`onnx`)."""
     candidates = {"torch": copy.deepcopy(policy), "onnxruntime": copy.deepcopy(policy)}
     use_onnxruntime(candidates["onnxruntime"], model_dir, policy.device)
-    obs = {k: v.to(policy.device) for k, v in networks(policy)[0].inputs(1).items()}
+    obs = {k: v.to(policy.device) for k, v in policy.example_observation(1).items()}
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for p in candidates.values():
         _chunk_ms(p, obs, 3)  # warm-up: first calls allocate

@@ -11,7 +11,8 @@ from torch.nn import functional as F
 
 from difftori_core.nn.encoders import EncoderConfig
 from difftori_core.nn.mlp import MLP
-from difftori_core.policies.base import Batch, Policy, PolicySpec
+from difftori_core.policies.base import Batch, Chunk, Network, Policy, PolicySpec
+from difftori_core.policies.registry import register_policy
 
 
 @dataclass
@@ -19,6 +20,7 @@ class MLPBCConfig:
     hidden: tuple[int, ...] = (256, 256)
 
 
+@register_policy("mlp_bc", MLPBCConfig)
 class MLPBCPolicy(Policy):
     def __init__(
         self,
@@ -42,9 +44,20 @@ class MLPBCPolicy(Policy):
         loss = F.mse_loss(pred, target)
         return loss, {"loss": loss.item()}
 
-    def predict_action_chunk(self, obs: Mapping[str, Tensor]) -> Tensor:
+    def propose_normalized(self, features: Tensor) -> Tensor:
+        """The normalized chunk (B, H, A) for features (B, C): a DiffTORI base's proposal."""
+        return self.predict_normalized(features)
+
+    def predict_chunk(self, obs: Mapping[str, Tensor], variant: str | None = None) -> Chunk:
+        self.check_variant(variant)
         with torch.inference_mode():
-            return self.to_env_actions(self.predict_normalized(self.encode(obs)))
+            return Chunk(self.to_env_actions(self.predict_normalized(self.encode(obs))))
+
+    def networks(self) -> list[Network]:
+        def features(batch: int) -> dict[str, Tensor]:
+            return {"features": torch.randn(batch, self.feature_dim, generator=torch.Generator().manual_seed(batch))}
+
+        return [*super().networks(), Network("base_head", self, "head", features, ["chunk"])]
 
 
 __all__ = ["MLPBCConfig", "MLPBCPolicy"]

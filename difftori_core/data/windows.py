@@ -54,6 +54,13 @@ class WindowSampler:
         self.obs_idx, self.act_idx = torch.from_numpy(obs_idx), torch.from_numpy(act_idx)
         self.generator = torch.Generator().manual_seed(seed)
 
+    @classmethod
+    def from_dataset(
+        cls, dataset: Any, n_obs_steps: int, horizon: int, obs_keys: Sequence[str], seed: int = 0
+    ) -> WindowSampler:
+        """Windows over a loaded `data.dataset.Dataset`."""
+        return cls(dataset.arrays, dataset.episode_ends, n_obs_steps, horizon, obs_keys, seed)
+
     def __len__(self) -> int:
         return self.obs_idx.shape[0]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from difftori_core.training_data import WindowSampler, window_indices
+from difftori_core.data.windows import WindowSampler, window_indices
 
 
 def test_windows_pad_by_repeating_episode_edges() -> None:

@@ -4,8 +4,10 @@ The frozen base policy's action chunk is the initial value of a trajectory optim
 cost is a learned residual r(obs features, z, chunk) (cost = ||r||^2, minimized by the
 differentiable LM layer). z is the paper's CVAE latent: during training it is sampled from
 q(z | features, demonstrated chunk), at inference it is the prior's mean (zero), so control is
-deterministic. Loss: MSE(refined chunk, demonstration) + kl_weight * KL(q || N(0, I)), back-
-propagated through the optimizer into the cost (and the cost's own encoder, if it has one).
+deterministic. Variants: "difftori" (refined) and "base" (the base policy's proposal alone, the
+comparison baseline from the same checkpoint).
+Loss: MSE(refined chunk, demonstration) + kl_weight * KL(q || N(0, I)), back-propagated through
+the optimizer into the cost (and the cost's own encoder, if it has one).
 The refined chunk is clamped to the action bounds.
 """
 
@@ -21,11 +23,10 @@ from torch.nn import functional as F
 
 from difftori_core.nn.encoders import EncoderConfig, ObservationEncoder
 from difftori_core.nn.mlp import MLP
-from difftori_core.policies.base import Batch, Policy, PolicySpec
-from difftori_core.policies.diffusion import DiffusionPolicy
-from difftori_core.policies.mlp_bc import MLPBCPolicy
+from difftori_core.policies.base import Batch, Chunk, Network, Policy, PolicySpec, TrainingPhase
 from difftori_core.policies.normalizer import Normalizer
-from difftori_core.trajopt import MLPResidual, SolverConfig, SolverInfo, TrajOptLayer
+from difftori_core.policies.registry import PolicyConfig, make_policy, register_policy
+from difftori_core.trajopt import MLPResidual, SolverConfig, TrajOptLayer
 
 
 def _default_solver() -> SolverConfig:
@@ -43,16 +44,16 @@ def _default_solver() -> SolverConfig:
 @dataclass
 class DiffTORIConfig:
     """Attributes:
-    base: the base policy type that proposes the initial chunk (trained first, then frozen).
+    base: the registered policy type that proposes the initial chunk (trained first, then
+        frozen); it must have `propose_normalized(features) -> normalized chunk`.
     cost_encoder: "shared" reuses the frozen base encoder's features (cheap: no perception
         backward pass); "own" trains a separate encoder for the cost end-to-end.
     residual_dim / cost_hidden: the learned residual MLP.
     init_scale: the residual's output layer starts scaled by this, so an untrained cost barely
         moves the proposal and training starts from the base policy's performance.
-    refine: False runs the base policy alone (the comparison baseline, same checkpoint).
     """
 
-    base: Literal["mlp_bc", "diffusion"] = "mlp_bc"
+    base: str = "mlp_bc"
     cost_encoder: Literal["shared", "own"] = "shared"
     latent_dim: int = 64
     residual_dim: int = 32
@@ -60,10 +61,10 @@ class DiffTORIConfig:
     cvae_hidden: tuple[int, ...] = (256,)
     kl_weight: float = 1e-3
     init_scale: float = 0.01
-    refine: bool = True
     solver: SolverConfig = field(default_factory=_default_solver)
 
 
+@register_policy("difftori", DiffTORIConfig, variants=("difftori", "base"))
 class DiffTORIPolicy(Policy):
     def __init__(
         self,
@@ -73,7 +74,7 @@ class DiffTORIPolicy(Policy):
         n_action_steps: int,
         encoder: EncoderConfig,
         config: DiffTORIConfig,
-        base: MLPBCPolicy | DiffusionPolicy,
+        base: Policy,
     ) -> None:
         super().__init__(spec, horizon, n_obs_steps, n_action_steps)
         self.config = config
@@ -97,7 +98,24 @@ class DiffTORIPolicy(Policy):
             out.weight.mul_(config.init_scale)
             out.bias.mul_(config.init_scale)
         self.layer = TrajOptLayer(residual, config.solver)  # the cost's parameters live here, once
-        self.last_info: SolverInfo | None = None
+
+    @classmethod
+    def from_config(cls, config: PolicyConfig, spec: PolicySpec) -> DiffTORIPolicy:
+        own = config.section("difftori")
+        base_cfg = PolicyConfig(
+            type=own.base,
+            horizon=config.horizon,
+            n_obs_steps=config.n_obs_steps,
+            n_action_steps=config.n_action_steps,
+            encoder=config.encoder,
+            sections=config.sections,
+        )
+        base = make_policy(base_cfg, spec)
+        return cls(spec, config.horizon, config.n_obs_steps, config.n_action_steps, config.encoder, own, base)
+
+    @classmethod
+    def required_sections(cls, section: DiffTORIConfig) -> list[str]:
+        return ["difftori", section.base]
 
     # The base policy owns normalization; one copy of the statistics, one home.
     @property
@@ -120,13 +138,26 @@ class DiffTORIPolicy(Policy):
         base = {id(p) for p in self.base.parameters()}
         return [p for p in self.parameters() if id(p) not in base]
 
+    def training_phases(self) -> list[TrainingPhase]:
+        """The base policy first (alone, by its own loss), then the cost on top of it, frozen."""
+        return [
+            TrainingPhase("base", self.base, self.base_parameters()),
+            TrainingPhase("cost", self, self.cost_parameters()),
+        ]
+
+    def networks(self) -> list[Network]:
+        nets = self.base.networks()
+        if self.own_encoder is not None:
+            nets.insert(
+                1, Network("cost_encoder", self, "own_encoder", self.base.example_observation, ["features"], True)
+            )
+        return nets
+
     def _propose(self, obs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Base features (B, C) and the base's normalized chunk (B, H, A), without gradients."""
         with torch.no_grad():
             feats = self.base.encode(obs)
-            if isinstance(self.base, DiffusionPolicy):
-                return feats, self.base.sample_normalized(feats)
-            return feats, self.base.predict_normalized(feats)
+            return feats, self.base.propose_normalized(feats)  # type: ignore[operator]
 
     def _cost_features(self, obs: Mapping[str, Tensor], base_feats: Tensor) -> Tensor:
         return base_feats if self.own_encoder is None else self.encode(obs, self.own_encoder)
@@ -143,7 +174,6 @@ class DiffTORIPolicy(Policy):
         mse = F.mse_loss(refined, target)
         kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1).mean()
         loss = mse + self.config.kl_weight * kl
-        self.last_info = info
         return loss, {
             "loss": loss.item(),
             "mse": mse.item(),
@@ -152,13 +182,13 @@ class DiffTORIPolicy(Policy):
             "solver_failed": float(info.failed.sum().item()),
         }
 
-    def predict_action_chunk(self, obs: Mapping[str, Tensor]) -> Tensor:
+    def predict_chunk(self, obs: Mapping[str, Tensor], variant: str | None = None) -> Chunk:
+        variant = self.check_variant(variant)
         with torch.inference_mode():
             base_feats, init = self._propose(obs)
-            if not self.config.refine:
-                return self.to_env_actions(init)
+            if variant == "base":
+                return Chunk(self.to_env_actions(init))
             feats = self._cost_features(obs, base_feats)
             z = feats.new_zeros(feats.shape[0], self.config.latent_dim)
             refined, info = self.layer(init, {"obs": feats, "z": z})
-            self.last_info = info
-            return self.to_env_actions(refined)
+            return Chunk(self.to_env_actions(refined), info.failed, info.iterations)

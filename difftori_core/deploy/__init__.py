@@ -1,0 +1,1 @@
+"""Running trained policies: the runner, inference backends, ONNX export and ONNX Runtime."""

@@ -1,0 +1,1 @@
+"""Training: the imitation-learning trainer, evaluation in simulation, distributed helpers."""
