@@ -18,13 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", type=Path)
     args = parser.parse_args(argv)
     rows = []
-    for path in sorted(args.runs.glob("*-difftori/final_eval.json")):
+    for path in sorted(args.runs.glob("*/final_eval.json")):
         result = json.loads(path.read_text())
-        if "base" not in result:
+        variants = result.get("variants", {})
+        if not {"base", "difftori"} <= set(variants):
             continue
         task = result["task"]
         level = "very hard" if task in VERY_HARD else "hard" if task in HARD else "easy/medium"
-        base, ours = result["base"], result["policy_eval"]
+        base, ours = variants["base"], variants["difftori"]
         rows.append((task, level, base["success_rate"], ours["success_rate"], result["episodes"]))
     print("| task | difficulty (DP3) | base policy alone | DiffTORI | episodes |")
     print("|---|---|---|---|---|")

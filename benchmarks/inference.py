@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.ticks, args.warmup = 40, 5
     torch.set_num_threads(args.threads)
-    policies = {b: (load_runner(args.model, args.device, b).policy, None) for b in ("torch", "onnxruntime")}
+    runners = {b: load_runner(args.model, args.device, b) for b in ("torch", "onnxruntime")}
+    policies = {b: (r.policy, r.backend_info) for b, r in runners.items()}
     example = policies["torch"][0].example_observation(1)  # one raw observation of the model's shapes
     obs = {k: v.to(args.device) for k, v in example.items()}
 

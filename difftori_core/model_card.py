@@ -26,24 +26,24 @@ from typing import Any
 import torch
 
 from difftori_core import checkpoint as ckpt
+from difftori_core.artifacts import CONFIG_FILE, MODEL_FILE, SPEC_FILE, ArtifactError
+from difftori_core.config import to_dict
 from difftori_core.data.dataset import Dataset
 from difftori_core.data.windows import WindowSampler
-from difftori_core.export import export_policy
-from difftori_core.policies import DiffTORIPolicy
+from difftori_core.deploy.export import export_policy
+from difftori_core.deploy.runner import load_runner
 
 
-def chunk_latency_ms(policy: Any, dataset: Dataset, repeats: int = 50) -> float:
-    """Median time of one `predict_action_chunk` on a real observation window, batch 1."""
-    sampler = WindowSampler(
-        dataset.arrays, dataset.episode_ends, policy.n_obs_steps, policy.horizon, list(policy.spec.obs_shapes)
-    )
+def chunk_latency_ms(policy: Any, dataset: Dataset, variant: str | None = None, repeats: int = 50) -> float:
+    """Median time of one chunk of `variant` on a real observation window, batch 1."""
+    sampler = WindowSampler.from_dataset(dataset, policy.n_obs_steps, policy.horizon, list(policy.spec.obs_shapes))
     obs = sampler.window(torch.tensor([len(sampler) // 2]))["obs"]
     for _ in range(5):
-        policy.predict_action_chunk(obs)
+        policy.predict_action_chunk(obs, variant)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        policy.predict_action_chunk(obs)
+        policy.predict_action_chunk(obs, variant)
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
@@ -53,31 +53,32 @@ def package(run: Path, out: Path, command: str) -> Path:
     final = json.loads((run / "final_eval.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     if src.resolve() != out.resolve():
-        for name in (ckpt.MODEL_FILE, ckpt.CONFIG_FILE, ckpt.SPEC_FILE):
+        for name in (MODEL_FILE, CONFIG_FILE, SPEC_FILE):
             shutil.copy2(src / name, out / name)
         shutil.copy2(run / "final_eval.json", out / "final_eval.json")
         if (run / "learning_curve.png").exists():
             shutil.copy2(run / "learning_curve.png", out / "learning_curve.png")
 
     torch.set_num_threads(1)
-    policy, info = ckpt.load_policy(out)
-    dataset = Dataset.load(info["config"]["dataset"] or f"data/{info['config']['task']}")
+    runner = load_runner(out)
+    policy, info = runner.policy, runner.model
+    dataset = Dataset.load(info.config["dataset"] or f"data/{info.config['task']}")
     timings = {}
-    if isinstance(policy, DiffTORIPolicy):
-        policy.config.refine = False
-        timings["base policy alone"] = chunk_latency_ms(policy, dataset)
-        policy.config.refine = True
-    timings[info["config"]["policy"]["type"]] = chunk_latency_ms(policy, dataset)
-    manifest = export_policy(policy, out, info["spec"])
-    onnx_policy, _ = ckpt.load_policy(out, backend="onnxruntime")
-    timings[f"{info['config']['policy']['type']}, onnxruntime backend"] = chunk_latency_ms(onnx_policy, dataset)
+    for variant in reversed(policy.variants):  # the base policy alone first, where there is one
+        label = "base policy alone" if variant == "base" else variant
+        timings[label] = chunk_latency_ms(policy, dataset, variant)
+    manifest = export_policy(policy, out, to_dict(info.processing))
+    onnx_policy = load_runner(out, backend="onnxruntime").policy
+    timings[f"{policy.variants[0]}, onnxruntime backend"] = chunk_latency_ms(onnx_policy, dataset)
 
-    cfg, spec = info["config"], info["spec"]
-    size_mb = (out / ckpt.MODEL_FILE).stat().st_size / 1e6
-    rows = []
-    if "base" in final:
-        rows.append(("base policy alone (`--no-refine`)", final["base"]))
-    rows.append((f"{cfg['policy']['type']} policy", final["policy_eval"]))
+    cfg, spec = info.config, info.spec
+    size_mb = (out / MODEL_FILE).stat().st_size / 1e6
+    has_base = "base" in final["variants"]
+    rows = [
+        ("base policy alone (`--variant base`)" if v == "base" else f"{v} policy", final["variants"][v])
+        for v in reversed(policy.variants)
+        if v in final["variants"]
+    ]
     lines = [
         f"# {out.name}",
         "",
@@ -95,7 +96,7 @@ def package(run: Path, out: Path, command: str) -> Path:
         f"| data | {dataset.num_episodes} scripted-expert demonstrations ({dataset.num_frames} frames), "
         f"`{dataset.meta.get('source', '')}` |",
         f"| training | {cfg['base_steps']} base steps"
-        + (f" + {cfg['cost_steps']} cost steps" if "base" in final else "")
+        + (f" + {cfg['cost_steps']} cost steps" if has_base else "")
         + f", batch {cfg['batch_size']}, seed {cfg['seed']} |",
         f"| weights | {size_mb:.1f} MB (`model.safetensors`, normalizer statistics included) |",
         "",
@@ -116,7 +117,7 @@ def package(run: Path, out: Path, command: str) -> Path:
         ],
         "",
         f"Reproduce: `python -m difftori_core.eval {out} --episodes {final['episodes']} --seed {cfg['eval_seed']}`"
-        + (" [--no-refine]" if "base" in final else ""),
+        + (" [--variant base]" if has_base else ""),
         "",
         "## Inference time (one action chunk, batch 1, 1 CPU thread, median of 50)",
         "",
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(package(args.run, args.out, args.command))
-    except (ckpt.CheckpointError, FileNotFoundError) as err:
+    except (ArtifactError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

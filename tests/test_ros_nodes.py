@@ -271,3 +271,44 @@ def test_bad_images_are_counted_and_answered_with_the_safe_action(procs: Procs, 
 
     assert spin_until(node, counted, 10), values
     assert ctl.poll() is None
+
+
+def test_controller_and_in_process_evaluation_give_identical_actions(procs: Procs, node: Node) -> None:
+    """The same raw observations through the runner in-process (what eval does) and through the
+    controller over DDS (converted from PointCloud2 / JointState) give the same actions."""
+    from difftori_core.deploy.runner import load_runner
+    from difftori_core.envs.metaworld import MetaWorldEnv, MetaWorldEnvConfig
+
+    runner = load_runner(MODEL)
+    observations, expected = [], []
+    with MetaWorldEnv(MetaWorldEnvConfig(task="door-open-v3", width=64, height=64), render_image=False) as env:
+        raw = env.reset(seed=1000)
+        for _ in range(20):  # 2.5 chunks: new chunks and queued actions, frames used and skipped
+            action, _ = runner.step(raw)
+            observations.append(raw)
+            expected.append(action)
+            raw, *_ = env.step(action)
+
+    procs.start(
+        "difftori_ros.controller_node", f"model:={MODEL}", "autostart:=true", "backend:=torch",
+        "max_observation_age_ms:=5000.0",
+    )
+    actions: list[np.ndarray] = []
+    node.create_subscription(Float64MultiArray, "difftori/action", lambda m: actions.append(np.array(m.data)), 10)
+    pubs = {
+        "points": node.create_publisher(PointCloud2, "camera/depth/points", qos_profile_sensor_data),
+        "joints": node.create_publisher(JointState, "joint_states", qos_profile_sensor_data),
+    }
+    client = node.create_client(GetState, "difftori_controller/get_state")
+    assert client.wait_for_service(timeout_sec=30)
+    assert spin_until(node, lambda: get_state(node) == "active", 60)
+    spin_until(node, lambda: False, 0.5)  # let the watchdog's missing-sensor fallbacks pass
+    actions.clear()
+    clock = node.get_clock()
+    for i, raw in enumerate(observations):
+        stamp = clock.now().nanoseconds
+        points = raw["point_cloud"][np.isfinite(raw["point_cloud"]).all(1)]
+        pubs["points"].publish(convert.numpy_to_pointcloud2(points, stamp, "base"))
+        pubs["joints"].publish(convert.numpy_to_joint_state(list(env.joint_names), raw["agent_pos"], stamp=stamp))
+        assert spin_until(node, lambda i=i: len(actions) > i, 20), f"no action for observation {i}"
+    np.testing.assert_allclose(np.array(actions[: len(expected)]), np.array(expected), atol=1e-6, rtol=0)

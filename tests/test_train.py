@@ -110,7 +110,7 @@ def test_killed_run_resumes_exactly(dataset: Path, tmp_path: Path) -> None:
     events = EventAccumulator(str(run / "tb"))
     events.Reload()
     tb_steps = [e.step for e in events.Scalars("base/loss")] + [e.step for e in events.Scalars("cost/loss")]
-    assert tb_steps == logged, tb_steps
+    assert sorted(tb_steps) == logged, tb_steps  # each step once (files are read in any order)
     a = load_file(ckpt.resolve(tmp_path / "straight") / MODEL_FILE)
     b = load_file(ckpt.resolve(run) / MODEL_FILE)
     assert a.keys() == b.keys()

@@ -9,6 +9,9 @@ from __future__ import annotations
 from difftori_core.policies.base import Chunk, Network, Policy, PolicySpec, TrainingPhase
 from difftori_core.policies.registry import PolicyConfig, make_policy, policy_class, policy_types, register_policy
 
+# The built-in policy types register themselves on import (a new type: its own module + import).
+from difftori_core.policies import il  # noqa: E402, F401  isort: skip
+
 __all__ = [
     "Chunk",
     "Network",

@@ -22,16 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from difftori_core.nn.encoders import EncoderConfig, ObservationEncoder
 from difftori_core.policies.normalizer import Normalizer
-
-if TYPE_CHECKING:
-    from difftori_core.policies.registry import PolicyConfig
 
 Batch = Mapping[str, Any]
 
@@ -137,8 +134,9 @@ class Policy(nn.Module):
     # -- construction (registry) ---------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: PolicyConfig, spec: PolicySpec) -> Policy:
-        """Build from the shared shape fields and this type's own section of `config`."""
+    def from_config(cls, config: Any, spec: PolicySpec) -> Policy:
+        """Build from the shared shape fields of a `registry.PolicyConfig` and this type's own
+        section of it."""
         return cls(  # type: ignore[call-arg]
             spec, config.horizon, config.n_obs_steps, config.n_action_steps, config.encoder,
             config.section(cls.type_name),

@@ -44,7 +44,6 @@ def register_policy(name: str, config: type, variants: tuple[str, ...] | None = 
 
 
 def policy_class(name: str) -> type[Policy]:
-    _load_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -52,12 +51,7 @@ def policy_class(name: str) -> type[Policy]:
 
 
 def policy_types() -> list[str]:
-    _load_builtins()
     return sorted(_REGISTRY)
-
-
-def _load_builtins() -> None:
-    import difftori_core.policies.il  # noqa: F401  (registers mlp_bc, diffusion, difftori)
 
 
 @dataclass

@@ -139,6 +139,13 @@ def policy_spec(dataset: Dataset, cfg: TrainConfig) -> PolicySpec:
     )
 
 
+def _scalars(row: dict[str, Any]) -> dict[str, float]:
+    """TensorBoard scalars of one metrics row: `<phase>/<metric>`, or `eval/success_rate`."""
+    if "eval_success" in row:
+        return {"eval/success_rate": row["eval_success"]}
+    return {f"{row['phase']}/{k}": v for k, v in row.items() if k not in ("step", "phase", "elapsed_s")}
+
+
 class Trainer:
     """Trains a policy phase by phase (`Policy.training_phases`: "base" for `base_steps`, then
     "cost" for `cost_steps` where the policy has one), with periodic evaluation of every variant
@@ -273,24 +280,29 @@ class Trainer:
     def evaluate(self, episodes: int, variant: str | None = None) -> EvalResult:
         return run_episodes(self.runner.with_variant(variant), self.cfg.env, episodes, self.cfg.eval_seed)
 
-    def _open_logs(self, resumed: bool) -> tuple[Any, Any]:
-        """metrics.jsonl and TensorBoard holding each step once: a resumed run rewrites the rows
-        up to its checkpoint (they are in `history`) and purges later TensorBoard events."""
+    def _open_logs(self) -> tuple[Any, Any]:
+        """metrics.jsonl and TensorBoard holding each step once: both are rewritten from the
+        checkpoint's `history`, so rows a killed run logged after its last checkpoint vanish.
+        (TensorBoard's purge_step is not enough: readers order event files by name, and a
+        resumed run's file can sort first.)"""
         from torch.utils.tensorboard import SummaryWriter
 
         with open(self.run_dir / "metrics.jsonl", "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in self.history)
-        metrics = (self.run_dir / "metrics.jsonl").open("a")
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1 if resumed else None)
-        return metrics, writer
+        shutil.rmtree(self.run_dir / "tb", ignore_errors=True)
+        writer = SummaryWriter(str(self.run_dir / "tb"))
+        for row in self.history:
+            for k, v in _scalars(row).items():
+                writer.add_scalar(k, v, row["step"])
+        return (self.run_dir / "metrics.jsonl").open("a"), writer
 
     def run(self) -> dict[str, Any]:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.dist.barrier()
-        resumed = self.try_resume()
+        self.try_resume()
         main = self.dist.is_main
-        metrics_file, writer = self._open_logs(resumed) if main else (None, None)
+        metrics_file, writer = self._open_logs() if main else (None, None)
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.cfg.task}", disable=not main)
         t0 = time.time()
         phase_ends = self.phase_ends()
@@ -303,7 +315,7 @@ class Trainer:
                 continue
             if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
                 row = {"step": self.step, "phase": phase, **info, "elapsed_s": round(time.time() - t0, 1)}
-                self._log(row, metrics_file, writer, {f"{phase}/{k}": v for k, v in info.items()})
+                self._log(row, metrics_file, writer)
                 bar.set_postfix(phase=phase, loss=f"{info['loss']:.4f}")
             phase_end = self.step in phase_ends
             if self.cfg.eval_episodes > 0 and (self.step % self.cfg.eval_every == 0 or phase_end):
@@ -311,7 +323,7 @@ class Trainer:
                 variant = "base" if phase_end and "base" in self.policy.variants else None
                 ev = self.evaluate(self.cfg.eval_episodes, variant)
                 row = {"step": self.step, "phase": phase, "eval_success": ev.success_rate}
-                self._log(row, metrics_file, writer, {"eval/success_rate": ev.success_rate})
+                self._log(row, metrics_file, writer)
                 tqdm.write(f"[train] step {self.step}: eval success {ev.success_rate:.2f} ({phase})")
             if self.step % self.cfg.checkpoint_every == 0 or self.step == self.total_steps or phase_end:
                 self.save()
@@ -328,12 +340,12 @@ class Trainer:
         tqdm.write(f"[train] done: {self.run_dir} (learning_curve.png, final_eval.json, tb/)")
         return final
 
-    def _log(self, row: dict[str, Any], metrics_file: Any, writer: Any, scalars: dict[str, float]) -> None:
+    def _log(self, row: dict[str, Any], metrics_file: Any, writer: Any) -> None:
         self.history.append(row)
         metrics_file.write(json.dumps(row) + "\n")
         metrics_file.flush()
-        for k, v in scalars.items():
-            writer.add_scalar(k, v, self.step)
+        for k, v in _scalars(row).items():
+            writer.add_scalar(k, v, row["step"])
 
     def final_evaluation(self) -> dict[str, Any]:
         """Every variant of the policy on the same seeded episodes; per-episode outcomes kept."""
