@@ -1,7 +1,8 @@
 """ROS 2 message <-> numpy conversion (the project's own replacement for cv_bridge / sensor_msgs_py).
 
-Neither cv_bridge nor sensor_msgs_py is installable here (see DESIGN.md), so this module does the
-conversions the controller needs, with vectorised numpy only (no per-pixel / per-point Python loops).
+Neither cv_bridge nor sensor_msgs_py is published for ROS 2 as a pip-installable package, so this
+module does the conversions the nodes need, with vectorised numpy (no per-pixel / per-point Python
+loops; loops run over fields and joint names only).
 
 Contract with the caller: every malformed *message* raises :class:`ConversionError` (a ``ValueError``)
 whose text names the message type and what is wrong, and nothing else escapes (no IndexError from a

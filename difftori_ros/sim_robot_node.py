@@ -1,6 +1,7 @@
 """A simulated robot cell on MetaWorld that speaks the topics real hardware would.
 
-Publishes, with real header stamps (the simulation instant the data describes):
+Publishes, stamped with this node's clock at the moment the step's data is published (the
+controller measures latency and staleness from these stamps):
   camera/color/image_raw   sensor_msgs/Image rgb8 (upright), frame `camera_color_optical_frame`
   camera/depth/points      sensor_msgs/PointCloud2, the depth image back-projected into `base`
   joint_states             sensor_msgs/JointState, the 7 arm joints + 2 fingers

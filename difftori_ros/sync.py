@@ -1,10 +1,12 @@
 """Stamp-based pairing of sensor streams for a control loop (message_filters is not available here).
 
-The controller does not react to message arrival: every tick it asks for the *freshest* complete
-observation (one message per stream, e.g. point cloud + joint state, whose header stamps agree within
-a tolerance) and checks whether it is too old to act on. :class:`ApproximateTimeSync` is built for
-that pull pattern: callbacks ``add`` messages into small bounded per-stream buffers, the tick calls
-``latest()`` (or ``history(n)`` for a policy that consumes several observation frames).
+Every control tick asks for the *freshest* complete observation (one message per stream, e.g. point
+cloud + joint state, whose header stamps agree within a tolerance) and checks whether it is too old
+to act on. The tick runs either when a message completes a newer set (the controller's
+``tick_on_observation``) or from the control timer (the watchdog, or the clock when
+``tick_on_observation`` is off); both pull: callbacks ``add`` messages into small bounded per-stream
+buffers, the tick calls ``latest()`` (or ``history(n)`` for a consumer that wants several
+synchronized frames).
 
 Pure Python, no ROS import: stamps are integer nanoseconds (``convert.stamp_to_ns(msg.header.stamp)``),
 values are whatever the caller stores (usually the message itself, or its converted array).
