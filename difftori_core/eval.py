@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     variant = "base" if args.no_refine else args.variant
     try:
         runner = load_runner(args.checkpoint, args.device, args.backend, variant)
-        env_cfg = from_dict(MetaWorldEnvConfig, apply_overrides(dict(runner.model.config["env"]), args.overrides))
+        env = dict(runner.model.config.get("env") or {"task": runner.model.task})
+        env_cfg = from_dict(MetaWorldEnvConfig, apply_overrides(env, args.overrides), prefix="env.")
     except (ArtifactError, ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

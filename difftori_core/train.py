@@ -2,7 +2,7 @@
 
     python -m difftori_core.train                       # embedded default: door-open-v3, DiffTORI on an MLP base
     python -m difftori_core.train task=push-v3 policy.type=mlp_bc
-    python -m difftori_core.train --config my.yaml base_steps=500
+    python -m difftori_core.train --config path/to/train.yaml base_steps=500   # TrainConfig fields
     torchrun --nproc_per_node=2 -m difftori_core.train batch_size=64    # data-parallel (DDP)
 
 Settings are the fields of `TrainConfig` (`difftori_core.training.il`), from a YAML file and

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from difftori_core.policies import Chunk, Policy, PolicySpec, register_policy
+from difftori_core.policies import Policy, PolicySpec, register_policy
 
 CORE = Path(__file__).resolve().parents[1] / "difftori_core"
 
@@ -108,17 +108,13 @@ class LinearPolicy(Policy):
         self.head = torch.nn.Linear(self.feature_dim, horizon * spec.action_dim)
         self.scale = config.scale
 
+    def propose_normalized(self, features: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.head(features).view(-1, self.horizon, self.action_dim)
+
     def forward(self, batch):
         target = self.normalizer.normalize("action", batch["action"].float())
-        pred = self.scale * self.head(self.encode(batch["obs"])).view_as(target)
-        loss = F.mse_loss(pred, target)
+        loss = F.mse_loss(self.propose_normalized(self.encode(batch["obs"])), target)
         return loss, {"loss": loss.item()}
-
-    def predict_chunk(self, obs, variant=None) -> Chunk:
-        self.check_variant(variant)
-        with torch.inference_mode():
-            out = self.scale * self.head(self.encode(obs)).view(-1, self.horizon, self.action_dim)
-            return Chunk(self.to_env_actions(out))
 
 
 def test_a_policy_registered_from_a_test_file_trains_saves_loads_and_runs(tmp_path: Path) -> None:

@@ -200,8 +200,15 @@ class Policy(nn.Module):
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def predict_chunk(self, obs: Mapping[str, Tensor], variant: str | None = None) -> Chunk:  # pragma: no cover
+    def propose_normalized(self, features: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Features (B, C) -> a normalized chunk (B, H, A): what a direct policy predicts, and
+        what a DiffTORI base proposes. Policies that act otherwise override `predict_chunk`."""
         raise NotImplementedError
+
+    def predict_chunk(self, obs: Mapping[str, Tensor], variant: str | None = None) -> Chunk:
+        self.check_variant(variant)
+        with torch.inference_mode():
+            return Chunk(self.to_env_actions(self.propose_normalized(self.encode(obs))))
 
     def predict_action_chunk(self, obs: Mapping[str, Tensor], variant: str | None = None) -> Tensor:
         return self.predict_chunk(obs, variant).actions

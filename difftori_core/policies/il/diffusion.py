@@ -7,7 +7,6 @@ with eta = 0 apart from the initial noise, which a seeded generator makes reprod
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +15,7 @@ from torch.nn import functional as F
 
 from difftori_core.nn.encoders import EncoderConfig
 from difftori_core.nn.unet1d import ConditionalUnet1D
-from difftori_core.policies.base import Batch, Chunk, Network, Policy, PolicySpec
+from difftori_core.policies.base import Batch, Network, Policy, PolicySpec
 from difftori_core.policies.registry import register_policy
 
 
@@ -75,7 +74,7 @@ class DiffusionPolicy(Policy):
         loss = F.mse_loss(pred, goal)
         return loss, {"loss": loss.item()}
 
-    def sample_normalized(self, cond: Tensor) -> Tensor:
+    def propose_normalized(self, cond: Tensor) -> Tensor:
         """DDIM sampling of a normalized chunk (B, H, A) given features (B, C)."""
         shape = (cond.shape[0], self.horizon, self.action_dim)
         x = torch.randn(shape, generator=self._generator).to(cond)
@@ -84,15 +83,6 @@ class DiffusionPolicy(Policy):
             out = self.unet(x, t.to(cond.device), cond)
             x = self.scheduler.step(out, t, x).prev_sample
         return x
-
-    def propose_normalized(self, features: Tensor) -> Tensor:
-        """The normalized chunk (B, H, A) for features (B, C): a DiffTORI base's proposal."""
-        return self.sample_normalized(features)
-
-    def predict_chunk(self, obs: Mapping[str, Tensor], variant: str | None = None) -> Chunk:
-        self.check_variant(variant)
-        with torch.inference_mode():
-            return Chunk(self.to_env_actions(self.sample_normalized(self.encode(obs))))
 
     def networks(self) -> list[Network]:
         def denoiser(batch: int) -> dict[str, Tensor]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +10,7 @@ from torch.nn import functional as F
 
 from difftori_core.nn.encoders import EncoderConfig
 from difftori_core.nn.mlp import MLP
-from difftori_core.policies.base import Batch, Chunk, Network, Policy, PolicySpec
+from difftori_core.policies.base import Batch, Network, Policy, PolicySpec
 from difftori_core.policies.registry import register_policy
 
 
@@ -35,23 +34,14 @@ class MLPBCPolicy(Policy):
         self._build_perception(encoder)
         self.head = MLP(self.encoder.feature_dim, config.hidden, horizon * spec.action_dim, act="relu", layer_norm=True)
 
-    def predict_normalized(self, features: Tensor) -> Tensor:
+    def propose_normalized(self, features: Tensor) -> Tensor:
         return self.head(features).view(-1, self.horizon, self.action_dim)
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         target = self.normalizer.normalize("action", batch["action"].float())
-        pred = self.predict_normalized(self.encode(batch["obs"]))
+        pred = self.propose_normalized(self.encode(batch["obs"]))
         loss = F.mse_loss(pred, target)
         return loss, {"loss": loss.item()}
-
-    def propose_normalized(self, features: Tensor) -> Tensor:
-        """The normalized chunk (B, H, A) for features (B, C): a DiffTORI base's proposal."""
-        return self.predict_normalized(features)
-
-    def predict_chunk(self, obs: Mapping[str, Tensor], variant: str | None = None) -> Chunk:
-        self.check_variant(variant)
-        with torch.inference_mode():
-            return Chunk(self.to_env_actions(self.predict_normalized(self.encode(obs))))
 
     def networks(self) -> list[Network]:
         def features(batch: int) -> dict[str, Tensor]:
