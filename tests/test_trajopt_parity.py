@@ -43,13 +43,14 @@ def _mbrl_problem(seed: int, batch: int, mode: str) -> tuple[torch.nn.Module, di
         action_dim=act,
         mode=mode,
         offset=2.0,
-        value_offset=3.0,
+        temperature=0.1,
     ).double()
-    return (
-        res,
-        {"latent": torch.randn(batch, latent, dtype=torch.double)},
-        0.3 * torch.randn(batch, 3, act, dtype=torch.double),
-    )
+    latent_in = torch.randn(batch, latent, dtype=torch.double)
+    init = 0.3 * torch.randn(batch, 3, act, dtype=torch.double)
+    ctx = {"latent": latent_in}
+    if mode == "per_step":
+        ctx["anchor"] = res.anchors(latent_in, init)
+    return res, ctx, init
 
 
 PROBLEMS = {
@@ -67,13 +68,16 @@ def test_fast_matches_theseus(problem: str, mode: str, seed: int) -> None:
     if mode == "implicit" and res.dim < res.num_vars:
         pytest.skip("J^T J singular by construction: Theseus' implicit GN step is then arbitrary; ours is damped")
     step = 0.5 if problem == "mbrl_scalar" else 1.0
+    # The monotone per-step objective saturates once a score passes its anchor; light damping
+    # then makes the normal equations ill-conditioned and both backends amplify rounding alike.
+    damping = 0.5 if problem == "mbrl_per_step" else 0.05
     results = {}
     for backend in ("fast", "theseus"):
         cfg = SolverConfig(
             backend=backend,
             method="lm",
             max_iterations=8,
-            damping=0.05,
+            damping=damping,
             step_size=step,
             backward_mode=mode,
             backward_iterations=3,
@@ -95,8 +99,8 @@ def test_fast_matches_theseus(problem: str, mode: str, seed: int) -> None:
 @pytest.mark.parametrize("jacobian", ["analytic", "autodiff"])
 def test_jacobian_modes_agree(jacobian: str) -> None:
     res, ctx, init = _mbrl_problem(3, 3, "per_step")
-    ref, _ = TrajOptLayer(res, SolverConfig(jacobian="autodiff"))(init, ctx)
-    sol, _ = TrajOptLayer(res, SolverConfig(jacobian=jacobian))(init, ctx)
+    ref, _ = TrajOptLayer(res, SolverConfig(jacobian="autodiff", damping=0.5))(init, ctx)
+    sol, _ = TrajOptLayer(res, SolverConfig(jacobian=jacobian, damping=0.5))(init, ctx)
     torch.testing.assert_close(sol, ref, atol=1e-10, rtol=1e-8)
 
 
@@ -107,5 +111,5 @@ def test_implicit_on_rank_deficient_scalar_formulation_stays_finite_and_per_samp
     assert not info.failed.any()
     grads = torch.autograd.grad(sol.sum(), list(res.dynamics.parameters()))
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
-    single, _ = layer(init[:1], {"latent": ctx["latent"][:1]})
+    single, _ = layer(init[:1], {k: v[:1] for k, v in ctx.items()})
     torch.testing.assert_close(single[0], sol[0], atol=1e-12, rtol=1e-10)

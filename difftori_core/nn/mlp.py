@@ -162,8 +162,12 @@ class MLP(nn.Module):
             y: (B, out_dim), J: (B, out_dim, x.shape[1]).
         """
         plan = plan or self.plan()
-        # Forward, keeping what the reverse sweep needs.
-        saved: list[tuple[Tensor, Tensor, Tensor | None, Tensor | None]] = []  # pre, post, x_hat, 1/std
+        y, cache = self.forward_cached(x, plan)
+        return y, self.vjp(cache, plan, None)
+
+    def forward_cached(self, x: Tensor, plan: MLPPlan) -> tuple[Tensor, list[Tensor | None]]:
+        """Output (B, out_dim) and what a reverse sweep (`vjp`) needs."""
+        cache: list[Tensor | None] = []  # per hidden layer: pre, post, x_hat, 1/std; then out_pre, y
         h = x
         for layer in plan.hidden:
             pre = torch.addmm(layer.bias, h, layer.weight_t)
@@ -175,22 +179,36 @@ class MLP(nn.Module):
                 x_hat = (pre - mean) * inv_std
                 pre = torch.addcmul(beta, x_hat, gamma)
             h = activation(self.act, pre)
-            saved.append((pre, h, x_hat, inv_std))
+            cache += [pre, h, x_hat, inv_std]
         out_pre = torch.addmm(plan.out.bias, h, plan.out.weight_t)
         y = activation(self.out_act, out_pre)
+        cache += [out_pre, y]
+        return y, cache
 
-        # Reverse sweep: G = dy/dh_l, shape (B, out_dim, width_l).
-        g = plan.out.weight
-        if self.out_act != "identity":
-            g = activation_derivative(self.out_act, out_pre, y).unsqueeze(-1) * g
-        if not saved:
-            return y, g.expand(x.shape[0], -1, -1)
-        for layer, (pre, post, x_hat, inv_std) in zip(reversed(plan.hidden), reversed(saved), strict=True):
-            g = g * activation_derivative(self.act, pre, post).unsqueeze(1)  # -> (B, out, h)
+    def vjp(self, cache: list[Tensor | None], plan: MLPPlan, rows: Tensor | None) -> Tensor:
+        """Rows of output cotangents (B, K, out_dim) -> (B, K, in_dim): K vector-Jacobian
+        products in one reverse sweep; `rows=None` means the identity (the full Jacobian).
+        K rows cost K/out_dim of the full Jacobian: a rollout's H+1 scores need far fewer
+        rows than a 50-wide latent has."""
+        out_pre, y = cache[-2], cache[-1]
+        if rows is None:
+            g = plan.out.weight
+            if self.out_act != "identity":
+                g = activation_derivative(self.out_act, out_pre, y).unsqueeze(-1) * g
+        else:
+            if self.out_act != "identity":
+                rows = rows * activation_derivative(self.out_act, out_pre, y).unsqueeze(1)
+            g = rows @ plan.out.weight
+        if not plan.hidden:
+            return g.expand(y.shape[0], -1, -1) if rows is None else g
+        for idx in range(len(plan.hidden) - 1, -1, -1):
+            layer = plan.hidden[idx]
+            pre, post, x_hat, inv_std = cache[4 * idx : 4 * idx + 4]
+            g = g * activation_derivative(self.act, pre, post).unsqueeze(1)  # -> (B, K, h)
             if layer.norm is not None:
                 g = g * layer.norm[0]
-                # VJP of (z - mean) / std, row-wise, for every output row of g at once.
+                # VJP of (z - mean) / std, row-wise, for every row of g at once.
                 xh = x_hat.unsqueeze(1)
                 g = inv_std.unsqueeze(1) * (g - g.mean(-1, keepdim=True) - xh * (g * xh).mean(-1, keepdim=True))
             g = g @ layer.weight
-        return y, g
+        return g

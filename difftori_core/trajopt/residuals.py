@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from difftori_core.nn.mlp import MLP, MLPPlan
 
@@ -216,15 +217,22 @@ class StackedResidual(Residual):
 class RolloutResidual(Residual):
     """Model-based objective: roll a latent dynamics model over the horizon and score it.
 
-    z_{t+1} = dynamics([z_t, a_t]),  R_t = reward([z_t, a_t]),  V = value([z_H, policy(z_H)]).
+    z_{t+1} = dynamics([z_t, a_t]),  s_t = reward([z_t, a_t]) for t < H, and the terminal
+    s_H = min_i value_i([z_H, policy(z_H)]) (TD-MPC's twin Q), discount weights w_k = gamma^k.
 
-    mode="per_step" (default) gives one residual per step, r_t = gamma^(t/2) (offset - R_t) and a
-    terminal r_H = gamma^(H/2) (value_offset - V): Gauss-Newton then sees H+1 directions of
-    curvature. mode="scalar" reproduces the reference formulation, a single residual
-    offset - (sum_t gamma^t R_t + gamma^H V), for which an LM step is a rescaled gradient step.
+    mode="per_step" (default): one residual per score, r_k = sqrt(w_k) tau_k softplus((c_k - s_k) / tau_k),
+    with per-sample anchors c_k from context["anchor"] (B, H+1) -- `anchors(latent, init)` puts
+    them `margin` temperatures above the initial scores. Every r_k is strictly decreasing in its
+    score, so lowering ||r||^2 always means raising predicted rewards and value, at any return
+    scale (a linear `offset - s` would push a score *down* once it passed the offset). Gauss-Newton
+    sees H+1 directions of curvature; tau_k is `temperature` for rewards and
+    temperature / (1 - gamma) for the value, the scale of a discounted return.
+    mode="scalar" reproduces the reference formulation, a single residual
+    offset - (sum_t w_t s_t), for which an LM step is a rescaled gradient step.
 
     The latent is read from context["latent"] (B, latent_dim): the encoder runs once per solve,
-    never inside the residual (the reference re-encoded the observation at every evaluation).
+    never inside the residual. The analytic Jacobian is one reverse sweep of H+1 cotangent rows
+    through the rollout (MLP.vjp), not a forward-mode pass of H*A columns through every latent.
     """
 
     def __init__(
@@ -233,94 +241,143 @@ class RolloutResidual(Residual):
         reward: MLP,
         horizon: int,
         action_dim: int,
-        value: MLP | None = None,
+        value: MLP | Sequence[MLP] | None = None,
         policy: MLP | None = None,
         discount: float = 0.99,
         mode: str = "per_step",
         offset: float = 10.0,
-        value_offset: float = 100.0,
+        temperature: float = 1.0,
+        margin: float = 2.0,
     ) -> None:
         super().__init__()
         if mode not in ("per_step", "scalar"):
             raise ValueError(f"mode must be per_step|scalar, got {mode!r}")
         if (value is None) != (policy is None):
             raise ValueError("value and policy must be given together (terminal value uses policy(z_H))")
-        self.dynamics, self.reward, self.value, self.policy = dynamics, reward, value, policy
+        if not 0 < discount <= 1 or temperature <= 0:
+            raise ValueError(f"need 0 < discount <= 1 and temperature > 0, got {discount}, {temperature}")
+        values = [] if value is None else [value] if isinstance(value, MLP) else list(value)
+        self.dynamics, self.reward, self.policy = dynamics, reward, policy
+        self.values = nn.ModuleList(values)
         self.horizon, self.action_dim = horizon, action_dim
         self.latent_dim = dynamics.out_dim
-        self.discount, self.mode, self.offset, self.value_offset = discount, mode, offset, value_offset
-        n_terms = horizon + (value is not None)
+        self.discount, self.mode, self.offset, self.margin = discount, mode, offset, margin
+        n_terms = horizon + bool(values)
+        self.n_terms = n_terms
         self.dim = 1 if mode == "scalar" else n_terms
         self.context_spec = {"latent": (self.latent_dim,)}
+        if mode == "per_step":
+            self.context_spec["anchor"] = (n_terms,)
         weights = torch.tensor([discount**t for t in range(n_terms)])
+        value_tau = temperature / max(1.0 - discount, 1e-3)
+        taus = torch.tensor([temperature] * horizon + ([value_tau] if values else []))
         self.register_buffer("_weights", weights, persistent=False)
+        self.register_buffer("_taus", taus, persistent=False)
 
-    def _combine(self, scores: Tensor, offsets: Tensor) -> Tensor:
-        """scores (B, T) of rewards [+ value] -> residuals (B, dim)."""
-        w = self._weights.to(scores.dtype)
+    @property
+    def value(self) -> MLP | None:
+        return self.values[0] if len(self.values) else None
+
+    # -- scores --------------------------------------------------------------------------
+
+    def prepare(self, context: Context) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
+        nets: dict[str, Any] = {"reward": self.reward, "dynamics": self.dynamics}
+        if self.policy is not None:
+            nets["policy"] = self.policy
+        plans = {name: net.plan() for name, net in nets.items()}
+        plans["values"] = [v.plan() for v in self.values]
+        return context["latent"], context.get("anchor"), plans
+
+    def scores(self, flat: Tensor, prepared: tuple[Tensor, Tensor | None, dict[str, Any]]) -> Tensor:
+        """Predicted rewards and terminal value (B, H+1) of flattened actions (B, H*A)."""
+        z, _, plans = prepared
+        actions = flat.view(-1, self.horizon, self.action_dim)
+        out = []
+        for t in range(self.horizon):
+            za = torch.cat([z, actions[:, t]], dim=-1)
+            out.append(self.reward(za, plans["reward"]))
+            z = self.dynamics(za, plans["dynamics"])
+        if len(self.values):
+            za = torch.cat([z, self.policy(z, plans["policy"])], dim=-1)  # type: ignore[misc]
+            qs = [v(za, p) for v, p in zip(self.values, plans["values"], strict=True)]
+            out.append(torch.stack(qs).min(0).values)
+        return torch.cat(out, dim=-1)
+
+    def anchors(self, latent: Tensor, init: Tensor) -> Tensor:
+        """context["anchor"] for a solve from `init` (B, H, A): `margin` temperatures above the
+        initial scores, detached (where the objective is near-linear and strictly decreasing)."""
+        with torch.no_grad():
+            s = self.scores(init.reshape(init.shape[0], -1), (latent, None, self.prepare({"latent": latent})[2]))
+            return s + self.margin * self._taus.to(s)
+
+    def predicted_return(self, latent: Tensor, actions: Tensor) -> Tensor:
+        """sum_k gamma^k s_k of action sequences (B, H, A) from latents (B, Z): what is maximized."""
+        s = self.scores(actions.reshape(actions.shape[0], -1), (latent, None, self.prepare({"latent": latent})[2]))
+        return (s * self._weights.to(s)).sum(-1)
+
+    # -- residuals -----------------------------------------------------------------------
+
+    def _combine(self, s: Tensor, anchor: Tensor | None) -> Tensor:
+        w = self._weights.to(s.dtype)
         if self.mode == "scalar":
-            return self.offset - (scores * w).sum(-1, keepdim=True)
-        return w.sqrt() * (offsets - scores)
+            return self.offset - (s * w).sum(-1, keepdim=True)
+        tau = self._taus.to(s.dtype)
+        return w.sqrt() * tau * F.softplus((anchor - s) / tau)
 
-    def _offsets(self, like: Tensor) -> Tensor:
-        vals = [self.offset] * self.horizon + ([self.value_offset] if self.value is not None else [])
-        return torch.tensor(vals, dtype=like.dtype, device=like.device)
+    def _dcombine(self, s: Tensor, anchor: Tensor | None) -> Tensor:
+        """d residual / d score: (B, dim, H+1)."""
+        w = self._weights.to(s.dtype)
+        if self.mode == "scalar":
+            return (-w).expand(s.shape[0], 1, -1)
+        tau = self._taus.to(s.dtype)
+        return torch.diag_embed(-w.sqrt() * torch.sigmoid((anchor - s) / tau))
 
     def forward(self, actions: Tensor, context: Context) -> Tensor:
         return self.evaluate(actions.reshape(actions.shape[0], -1), self.prepare(context))
 
-    def prepare(self, context: Context) -> tuple[Tensor, dict[str, MLPPlan]]:
-        nets = {"reward": self.reward, "dynamics": self.dynamics}
-        if self.value is not None and self.policy is not None:
-            nets.update(value=self.value, policy=self.policy)
-        return context["latent"], {name: net.plan() for name, net in nets.items()}
-
-    def evaluate(self, flat: Tensor, prepared: tuple[Tensor, dict[str, MLPPlan]]) -> Tensor:
-        z, plans = prepared
-        actions = flat.view(-1, self.horizon, self.action_dim)
-        scores = []
-        for t in range(self.horizon):
-            za = torch.cat([z, actions[:, t]], dim=-1)
-            scores.append(self.reward(za, plans["reward"]))
-            z = self.dynamics(za, plans["dynamics"])
-        if self.value is not None:
-            a = self.policy(z, plans["policy"])
-            scores.append(self.value(torch.cat([z, a], dim=-1), plans["value"]))
-        s = torch.cat(scores, dim=-1)
-        return self._combine(s, self._offsets(s))
+    def evaluate(self, flat: Tensor, prepared: tuple[Tensor, Tensor | None, dict[str, Any]]) -> Tensor:
+        return self._combine(self.scores(flat, prepared), prepared[1])
 
     has_analytic_jacobian = True
 
-    def linearize(self, flat: Tensor, prepared: tuple[Tensor, dict[str, MLPPlan]]) -> tuple[Tensor, Tensor]:
-        # Forward-mode chain rule through the rollout: dz_{t+1}/du = Dz d . dz_t/du + Da d . E_t.
-        z, plans = prepared
+    def linearize(self, flat: Tensor, prepared: tuple[Tensor, Tensor | None, dict[str, Any]]) -> tuple[Tensor, Tensor]:
+        z, anchor, plans = prepared
         actions = flat.view(-1, self.horizon, self.action_dim)
-        batch, n, zd = actions.shape[0], self.num_vars, self.latent_dim
-        dz = actions.new_zeros(batch, zd, n)
-        scores, dscores = [], []
+        batch, zd, ad, k = actions.shape[0], self.latent_dim, self.action_dim, self.n_terms
+        caches, scores = [], []
         for t in range(self.horizon):
             za = torch.cat([z, actions[:, t]], dim=-1)
-            cols = slice(t * self.action_dim, (t + 1) * self.action_dim)
-            r, jr = self.reward.forward_with_jacobian(za, plans["reward"])  # (B,1), (B,1,Z+A)
-            z_next, jd = self.dynamics.forward_with_jacobian(za, plans["dynamics"])  # (B,Z), (B,Z,Z+A)
-            dr = jr[..., :zd] @ dz
-            dr[..., cols] += jr[..., zd:]
-            dz_next = jd[..., :zd] @ dz
-            dz_next[..., cols] += jd[..., zd:]
+            r, r_cache = self.reward.forward_cached(za, plans["reward"])
+            z, d_cache = self.dynamics.forward_cached(za, plans["dynamics"])
+            caches.append((r_cache, d_cache))
             scores.append(r)
-            dscores.append(dr)
-            z, dz = z_next, dz_next
-        if self.value is not None:
-            a, jp = self.policy.forward_with_jacobian(z, plans["policy"])  # (B,A), (B,A,Z)
-            v, jv = self.value.forward_with_jacobian(torch.cat([z, a], dim=-1), plans["value"])
-            dv_dz = jv[..., :zd] + jv[..., zd:] @ jp  # total derivative through policy(z_H)
-            scores.append(v)
-            dscores.append(dv_dz @ dz)
-        s = torch.cat(scores, dim=-1)  # (B, T)
-        ds = torch.cat(dscores, dim=1)  # (B, T, N)
-        w = self._weights.to(s.dtype)
-        if self.mode == "scalar":
-            J = -(ds * w[:, None]).sum(1, keepdim=True)
+        # Reverse sweep: lam (B, K, Z) = d s_k / d z_t for every score row k at once.
+        blocks: list[Tensor] = []
+        if len(self.values):
+            a, p_cache = self.policy.forward_cached(z, plans["policy"])  # type: ignore[union-attr]
+            za = torch.cat([z, a], dim=-1)
+            outs = [v.forward_cached(za, p) for v, p in zip(self.values, plans["values"], strict=True)]
+            q = torch.stack([o[0] for o in outs])  # (n, B, 1)
+            pick = q.argmin(0)  # which critic is the min, per sample
+            one = za.new_ones(batch, 1, 1)
+            g = torch.stack(
+                [v.vjp(c, p, one) for v, (_, c), p in zip(self.values, outs, plans["values"], strict=True)]
+            )  # (n, B, 1, Z+A)
+            g = torch.gather(g, 0, pick.view(1, batch, 1, 1).expand(1, batch, 1, zd + ad))[0]
+            dz_h = g[..., :zd] + self.policy.vjp(p_cache, plans["policy"], g[..., zd:])  # type: ignore[union-attr]
+            scores.append(q.min(0).values)
+            lam = torch.cat([za.new_zeros(batch, k - 1, zd), dz_h], dim=1)
         else:
-            J = -(w.sqrt()[:, None] * ds)
-        return self._combine(s, self._offsets(s)), J
+            lam = z.new_zeros(batch, k, zd)
+        for t in range(self.horizon - 1, -1, -1):
+            r_cache, d_cache = caches[t]
+            g_d = self.dynamics.vjp(d_cache, plans["dynamics"], lam)  # (B, K, Z+A): rows k > t
+            g_r = self.reward.vjp(r_cache, plans["reward"], z.new_ones(batch, 1, 1))  # (B, 1, Z+A): row t
+            onehot = torch.zeros(k, 1, dtype=z.dtype, device=z.device)
+            onehot[t] = 1.0
+            g_t = g_d + onehot * g_r  # (B, K, Z+A)
+            blocks.append(g_t[..., zd:])
+            lam = g_t[..., :zd]
+        ds = torch.cat(blocks[::-1], dim=-1)  # (B, K, H*A)
+        s = torch.cat(scores, dim=-1)
+        return self._combine(s, anchor), self._dcombine(s, anchor) @ ds
