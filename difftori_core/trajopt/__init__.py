@@ -3,6 +3,7 @@
 from difftori_core.trajopt.config import SolverConfig, SolverInfo
 from difftori_core.trajopt.layer import TrajOptLayer
 from difftori_core.trajopt.residuals import (
+    BoxResidual,
     MLPResidual,
     ProximityResidual,
     Residual,
@@ -12,6 +13,7 @@ from difftori_core.trajopt.residuals import (
 )
 
 __all__ = [
+    "BoxResidual",
     "MLPResidual",
     "ProximityResidual",
     "Residual",

@@ -177,6 +177,32 @@ class ProximityResidual(Residual):
         return self.evaluate(flat, prepared), prepared[1]
 
 
+class BoxResidual(Residual):
+    """r = sqrt(w) * (relu(a - high) - relu(low - a)): zero inside the action box, a linear
+    penalty outside, so a solve stays within the actuator limits without clamping (a clamp's
+    zero gradient would cut the solution off from the parameters)."""
+
+    def __init__(self, horizon: int, action_dim: int, weight: float, low: float = -1.0, high: float = 1.0) -> None:
+        super().__init__()
+        if weight <= 0 or not low < high:
+            raise ValueError(f"need weight > 0 and low < high, got {weight}, {low}, {high}")
+        self.horizon, self.action_dim, self.dim = horizon, action_dim, horizon * action_dim
+        self.scale, self.low, self.high = math.sqrt(weight), low, high
+        self.context_spec = {}
+
+    has_analytic_jacobian = True
+
+    def forward(self, actions: Tensor, context: Context) -> Tensor:
+        return self.evaluate(actions.reshape(actions.shape[0], -1), None)
+
+    def evaluate(self, flat: Tensor, prepared: Any) -> Tensor:
+        return self.scale * (F.relu(flat - self.high) - F.relu(self.low - flat))
+
+    def linearize(self, flat: Tensor, prepared: Any) -> tuple[Tensor, Tensor]:
+        outside = ((flat > self.high) | (flat < self.low)).to(flat.dtype)
+        return self.evaluate(flat, prepared), torch.diag_embed(self.scale * outside)
+
+
 class StackedResidual(Residual):
     """Concatenation of residual terms over the same decision variable (cost = sum of costs)."""
 
@@ -220,13 +246,15 @@ class RolloutResidual(Residual):
     z_{t+1} = dynamics([z_t, a_t]),  s_t = reward([z_t, a_t]) for t < H, and the terminal
     s_H = min_i value_i([z_H, policy(z_H)]) (TD-MPC's twin Q), discount weights w_k = gamma^k.
 
-    mode="per_step" (default): one residual per score, r_k = sqrt(w_k) tau_k softplus((c_k - s_k) / tau_k),
+    mode="per_step" (default): one residual per score, r_k = sqrt(w_k tau_k) softplus((c_k - s_k) / tau_k),
     with per-sample anchors c_k from context["anchor"] (B, H+1) -- `anchors(latent, init)` puts
     them `margin` temperatures above the initial scores. Every r_k is strictly decreasing in its
     score, so lowering ||r||^2 always means raising predicted rewards and value, at any return
-    scale (a linear `offset - s` would push a score *down* once it passed the offset). Gauss-Newton
-    sees H+1 directions of curvature; tau_k is `temperature` for rewards and
-    temperature / (1 - gamma) for the value, the scale of a discounted return.
+    scale (a linear `offset - s` would push a score *down* once it passed the offset). Near the
+    anchors d cost / d s_k is proportional to w_k, as for the discounted return itself, whatever
+    tau_k; Gauss-Newton sees H+1 directions of curvature. tau_k sets how far a score may rise in
+    one solve before its pull fades: `temperature` for rewards, temperature / (1 - gamma) for the
+    value, the scale of a discounted return.
     mode="scalar" reproduces the reference formulation, a single residual
     offset - (sum_t w_t s_t), for which an LM step is a rescaled gradient step.
 
@@ -322,7 +350,7 @@ class RolloutResidual(Residual):
         if self.mode == "scalar":
             return self.offset - (s * w).sum(-1, keepdim=True)
         tau = self._taus.to(s.dtype)
-        return w.sqrt() * tau * F.softplus((anchor - s) / tau)
+        return (w * tau).sqrt() * F.softplus((anchor - s) / tau)
 
     def _dcombine(self, s: Tensor, anchor: Tensor | None) -> Tensor:
         """d residual / d score: (B, dim, H+1)."""
@@ -330,7 +358,7 @@ class RolloutResidual(Residual):
         if self.mode == "scalar":
             return (-w).expand(s.shape[0], 1, -1)
         tau = self._taus.to(s.dtype)
-        return torch.diag_embed(-w.sqrt() * torch.sigmoid((anchor - s) / tau))
+        return torch.diag_embed(-(w / tau).sqrt() * torch.sigmoid((anchor - s) / tau))
 
     def forward(self, actions: Tensor, context: Context) -> Tensor:
         return self.evaluate(actions.reshape(actions.shape[0], -1), self.prepare(context))
