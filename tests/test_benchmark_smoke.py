@@ -72,3 +72,41 @@ def test_inference_benchmark_compares_both_backends_on_the_default_model() -> No
     assert all(r["tick_p50_ms"] > 0 and r["ticks"] == 40 for r in by_backend.values())
     (summary,) = [r for r in rows if r["bench"] == "inference_summary"]
     assert summary["faster"] == min(by_backend, key=lambda b: by_backend[b]["tick_p50_ms"])
+
+
+def test_rl_speed_benchmark_times_both_planners_and_the_updates() -> None:
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/rl_speed.py", "--quick", "--sizes", "cpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    plans = {r["planner"]: r["ms"] for r in rows if r["what"] == "plan_ms_per_env_step"}
+    assert set(plans) == {"sampling", "difftori"} and all(v > 0 for v in plans.values())
+    updates = {r["what"]: r["ms"] for r in rows if r["what"].startswith("update_ms")}
+    assert updates["update_ms_tdmpc_losses_plus_difftori_loss"] > updates["update_ms_tdmpc_losses"] > 0
+
+
+def test_mbrl_report_builds_plots_table_and_json_from_runs(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for planner, value in (("difftori", 50.0), ("sampling", 40.0)):
+        run = runs / f"reacher-easy-{planner}-s0"
+        run.mkdir(parents=True)
+        rows = [{"env_steps": s, "eval_return": value * s / 2000, "episode_return": 1.0} for s in (1000, 2000)]
+        (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        (run / "final_eval.json").write_text(json.dumps({"return": value}))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/mbrl_compare.py", "--report-only", "--tasks", "reacher-easy", "--seeds", "0",
+         "--runs", str(runs), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "final_returns.json").read_text()) == {
+        "reacher-easy": {"difftori": {"0": 50.0}, "sampling": {"0": 40.0}}
+    }
+    assert "| reacher-easy | 50 (50) | 40 (40) | 1 / 1 | 832 |" in (out / "table.md").read_text()
+    assert (out / "reacher-easy.png").stat().st_size > 1000
