@@ -126,12 +126,29 @@ def test_both_planners_act_within_bounds_and_the_losses_decrease() -> None:
     batch = fake_batch(agent)
     first = None
     for _ in range(60):
-        info, priority = agent.update(batch)
+        info, priority = agent.update(batch, with_difftori=False)
         first = first or info
     assert priority.shape == (8,) and (priority >= 0).all()
-    for key in ("consistency_loss", "reward_loss", "critic_loss"):
+    for key in ("consistency_loss", "reward_loss", "value_loss", "critic_loss"):
         assert info[key] < first[key], (key, first[key], info[key])
-    assert info["solver_failed"] == 0
+    info, _ = agent.update(batch)  # with DiffTORI's loss
+    assert info["solver_failed"] == 0 and np.isfinite(info["difftori_loss"])
+
+
+def test_following_the_gradient_through_the_optimizer_lowers_the_difftori_loss() -> None:
+    """The gradient back-propagated through the solve is a descent direction of -Q_s(o, a*):
+    training the model on it alone makes the optimizer pick actions the raw critic rates higher."""
+    agent = tiny_agent()
+    obs = torch.randn(16, 5)
+    optim = torch.optim.Adam(agent.model.model_parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss, _ = agent.difftori_loss(obs)
+        optim.zero_grad()
+        loss.backward(inputs=agent.model.model_parameters())
+        optim.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0] - 0.05 * abs(losses[0]), losses
 
 
 def test_a_failed_solve_falls_back_to_the_prior_and_is_reported() -> None:

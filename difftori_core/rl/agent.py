@@ -7,8 +7,11 @@ Losses of one update (TD-MPC), over an H-step replayed subsequence with PER weig
     policy       -sum_t rho^t min_i Q_i(sg(z_t), pi(sg(z_t)))        (only pi; Q frozen)
 With `planner="difftori"` two more:
     raw critic   TD loss of a twin critic on the raw observation, Q_s(o, a)   (only Q_s)
-    DiffTORI     -min_i Q_s,i(o_0, a*_0(theta)), a* the optimizer's first action from h(o_0):
+    DiffTORI     -min_i Q_s,i(o_0, a*_0(theta)) / S, a* the optimizer's first action from h(o_0):
                  back-propagated through the optimizer into h, d, R and Q -- not into pi or Q_s.
+                 S is a running mean of |Q_s| (as TD-MPC2 scales its policy loss), so the loss
+                 stays O(1) while returns grow to O(100); unscaled, it swamped the model losses
+                 (consistency loss x20 on the validation task).
 The model loss and the DiffTORI loss share one optimizer step (clip-norm `grad_clip`).
 
 Deviation from the reference, on purpose: the reference solves with gradients at every
@@ -56,7 +59,7 @@ class AgentConfig:
     tau: float = 0.01
     target_every: int = 2
     grad_clip: float = 10.0
-    difftori_coef: float = 1.0
+    difftori_coef: float = 0.1
     pg_batch: int = 32
     explore_std: float = 0.1  # DiffTORI planner's exploration noise
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
@@ -99,6 +102,7 @@ class Agent(nn.Module):
             self.target_critic = RawCritic(self.obs_shape, action_dim, cfg.model).requires_grad_(False)
             self.target_critic.load_state_dict(self.critic.state_dict())
             self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
+            self.register_buffer("q_scale", torch.ones(()))
             self.difftori = DiffTORIPlanner(
                 self.model, cfg.horizon, cfg.discount, cfg.difftori, seed + 1, cfg.explore_std
             )
@@ -205,7 +209,9 @@ class Agent(nn.Module):
         q1, q2 = self.critic(obs, a0)
         ok = ~failed
         q = torch.minimum(q1, q2).squeeze(-1)
-        loss = -(q * ok).sum() / ok.sum().clamp_min(1)
+        with torch.no_grad():
+            self.q_scale.lerp_(q.abs().mean().clamp_min(1.0), self.cfg.tau)
+        loss = -(q * ok).sum() / ok.sum().clamp_min(1) / self.q_scale
         return loss, {"difftori_loss": float(loss.detach()), "solver_failed": float(failed.sum())}
 
     def _critic_step(self, obs: Tensor, action: Tensor, reward: Tensor) -> float:

@@ -48,7 +48,7 @@ class SamplingConfig:
 
 def _default_solver() -> SolverConfig:
     return SolverConfig(
-        backend="fast", method="lm", max_iterations=10, step_size=1.0, damping=0.1,
+        backend="fast", method="lm", max_iterations=5, step_size=1.0, damping=0.1,
         backward_mode="truncated", backward_iterations=3,
     )
 
@@ -58,13 +58,20 @@ class DiffTORIPlannerConfig:
     """objective: "per_step" (monotone, one residual per score) or "scalar" (the reference's
     single residual, for which the reference's per-task step/damping apply). temperature: the
     reward terms' scale (the value term's is temperature / (1 - discount)). The rollout
-    objective is stacked with a proximity term (0 disables it) and the action-box penalty."""
+    objective is stacked with a proximity term (0 disables it) and the action-box penalty.
+
+    Defaults (temperature 0.01, 8 starts, 5 LM iterations) were chosen on cartpole-swingup, a
+    task outside the reported comparison, by planning with a world model trained by the sampling
+    planner (2 evaluation episodes each; one start from the prior: 294, 8 starts at temperature
+    1 / 0.1 / 0.03 / 0.01: 511 / 742 / 777 / 816, MPPI 832)."""
 
     objective: str = "per_step"
-    temperature: float = 1.0
+    temperature: float = 0.01
     margin: float = 2.0
     proximity: float = 0.1  # weight of ||a - a_init||^2: a trust region around the initial plan
     box: float = 100.0  # weight of the penalty outside the action bounds [-1, 1]
+    starts: int = 8  # acting: solve from this many initial plans at once, keep the best
+    start_std: float = 0.3  # noise of the extra starts (prior rollouts with this action noise)
     offset: float = 1000.0  # scalar objective only
     warm_start: bool = True
     solver: SolverConfig = field(default_factory=_default_solver)
@@ -209,13 +216,26 @@ class DiffTORIPlanner:
 
     @torch.no_grad()
     def plan(self, z: Tensor, explore: bool = True) -> Plan:
+        """z (1, Z). With `starts` > 1 the prior / warm start and `starts - 1` noisy prior
+        rollouts are solved as one batch and the best predicted return wins (local optimization
+        alone cannot leave the basin its start is in)."""
         init = self.initial(z)
-        sequence, failed, iterations = self.solve(z, init)
+        inits = init
+        if self.cfg.starts > 1:
+            zs = z.expand(self.cfg.starts - 1, -1)
+            noisy = rollout_prior(self.model, zs, self.horizon, self.cfg.start_std, self.generator)
+            inits = torch.cat([init, noisy])
+        z_all = z.expand(inits.shape[0], -1)
+        solutions, failed, iterations = self.solve(z_all, inits)
+        value = predicted_return(self.model, z_all, solutions, self.discount)
+        value = value.masked_fill(failed | ~torch.isfinite(value), float("-inf"))
+        best = int(value.argmax())
+        sequence = solutions[best : best + 1]
         self._prev = sequence
         action = sequence[0, 0]
-        if bool(failed.any()):
+        if bool(failed.all()):
             action = init[0, 0]  # the prior's action: a failed solve never reaches the robot
         if explore and self.explore_std > 0:
             noise = torch.randn(action.shape, generator=self.generator, dtype=action.dtype)
             action = (action + self.explore_std * noise).clamp(-1.0, 1.0)
-        return Plan(action, sequence, bool(failed.any()), int(iterations.max()))
+        return Plan(action, sequence, bool(failed.all()), int(iterations.max()))

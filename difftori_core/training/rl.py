@@ -194,7 +194,10 @@ class RLTrainer:
         return out
 
     def evaluate(self, episodes: int) -> list[dict[str, Any]]:
-        """Greedy episodes (no exploration noise) with the configured planner, seeded."""
+        """Greedy episodes (no exploration noise) with the configured planner, seeded. The
+        planners' generators are restored afterwards: evaluating never changes training (a run
+        that stops at step N, evaluates and resumes equals one that never stopped)."""
+        generators = self.agent.generator_states()
         out = []
         for k in range(episodes):
             seed = self.cfg.eval_seed + k
@@ -206,6 +209,7 @@ class RLTrainer:
                 raw, r, _ = self.eval_env.step(plan.action.numpy())
                 total += r
             out.append({"seed": seed, "return": total})
+        self.agent.load_generator_states(generators)
         return out
 
     # -- checkpoints ---------------------------------------------------------------------
