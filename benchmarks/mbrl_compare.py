@@ -4,9 +4,11 @@
     python benchmarks/mbrl_compare.py --report-only         # plots, table and JSON from what exists
 
 Each (task, planner, seed) is one run of `python -m difftori_core.train --config
-config/rl/<task>.yaml planner=<planner> seed=<seed>` in `runs/rl/<task>-<planner>-s<seed>`;
-finished runs (final_eval.json present) are skipped and interrupted ones resume from their last
-checkpoint, so re-running the same command continues the campaign. Runs go one at a time (one
+config/rl/<task>.yaml planner=<planner> seed=<seed>` in `<runs>/<task>-<planner>-s<seed>`
+(default `benchmarks/results/mbrl/runs`, where git keeps each run's metrics.jsonl, returns.png
+and final_eval.json but not its checkpoints); finished runs (final_eval.json present) are
+skipped and interrupted ones resume from their last checkpoint, so re-running the same command
+continues the campaign (in a fresh checkout an unfinished run starts over). Runs go one at a time (one
 CPU-heavy job on this 2-core machine). Then, in `--out` (default benchmarks/results/mbrl):
 
 * `<task>.png`: evaluation return vs environment steps, mean over seeds with min-max band, per planner;
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--planners", default=",".join(PLANNERS))
     parser.add_argument("--steps", type=int, default=None, help="override the configs' 100k steps")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "rl")
+    parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "results" / "mbrl" / "runs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mbrl")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
