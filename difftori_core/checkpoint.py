@@ -25,6 +25,7 @@ saving writes version 2.
 from __future__ import annotations
 
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -145,8 +146,14 @@ def rewrite_spec(directory: Path, spec: dict[str, Any]) -> None:
     write_text_atomic(directory / SPEC_FILE, _json_dump(spec))
 
 
-def mark_latest(run_checkpoints: Path, name: str) -> None:
+def mark_latest(run_checkpoints: Path, name: str, keep: int = 0, pattern: str = "step_*") -> None:
+    """Point the run's `latest` at checkpoint `name`; with keep > 0, delete all but the newest
+    `keep` checkpoints matching `pattern` (names sort by step)."""
     write_text_atomic(run_checkpoints / LATEST, name + "\n")
+    if keep > 0:
+        old = sorted(p for p in run_checkpoints.glob(pattern) if p.name != name)
+        for p in old[: max(0, len(old) - (keep - 1))]:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def resolve(path: str | Path) -> Path:

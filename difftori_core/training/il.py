@@ -226,10 +226,7 @@ class Trainer:
         }
         name = f"step_{self.step:07d}"
         path = ckpt.save_checkpoint(self.ckpt_dir / name, self.policy, to_dict(self.cfg), self.spec_extra(), state)
-        ckpt.mark_latest(self.ckpt_dir, name)
-        old = sorted(p for p in self.ckpt_dir.glob("step_*") if p.name != name)
-        for p in old[: max(0, len(old) - (self.cfg.keep_checkpoints - 1))]:
-            shutil.rmtree(p, ignore_errors=True)
+        ckpt.mark_latest(self.ckpt_dir, name, keep=self.cfg.keep_checkpoints)
         return path
 
     def try_resume(self) -> bool:

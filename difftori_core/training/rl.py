@@ -43,8 +43,8 @@ from difftori_core.artifacts import (
     read_yaml,
     sha256,
     verify_file,
-    write_text_atomic,
 )
+from difftori_core.checkpoint import mark_latest, rng_state, set_rng_state
 from difftori_core.config import to_dict
 from difftori_core.data.replay import ReplayBuffer
 from difftori_core.envs.dmc import DMCEnv, DMCEnvConfig
@@ -103,12 +103,6 @@ class RLTrainConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir or f"runs/rl/{self.task}-{self.planner}-s{self.seed}")
-
-
-def _rng_state() -> dict[str, Any]:
-    from difftori_core.checkpoint import rng_state
-
-    return rng_state()
 
 
 class RLTrainer:
@@ -240,21 +234,16 @@ class RLTrainer:
                     "updates": self.agent.updates,
                     "optimizers": self.agent.optimizer_state(),
                     "generators": {**self.agent.generator_states(), "trainer": self.generator.get_state()},
-                    "rng": _rng_state(),
+                    "rng": rng_state(),
                     "replay": self.buffer.state(),
                     "history": json.dumps(self.history),
                 },
                 tmp / STATE_FILE,
             )
-        write_text_atomic(self.ckpt_dir / LATEST, name + "\n")
-        old = sorted(p for p in self.ckpt_dir.glob("episode_*") if p.name != name)
-        for p in old[: max(0, len(old) - (self.cfg.keep_checkpoints - 1))]:
-            shutil.rmtree(p, ignore_errors=True)
+        mark_latest(self.ckpt_dir, name, keep=self.cfg.keep_checkpoints, pattern="episode_*")
         return self.ckpt_dir / name
 
     def try_resume(self) -> bool:
-        from difftori_core.checkpoint import set_rng_state
-
         if not (self.ckpt_dir / LATEST).is_file():
             return False
         path = self.ckpt_dir / (self.ckpt_dir / LATEST).read_text().strip()
