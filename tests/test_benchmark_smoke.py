@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,6 +39,11 @@ def test_trajopt_benchmark_emits_json_rows() -> None:
     methods = {(r["bench"], r["method"]) for r in rows}
     assert {("trajopt", "reference"), ("trajopt", "theseus"), ("trajopt", "fast")} <= methods
     assert all(r.get("fwd_bwd_ms", r.get("ms_median", 0)) > 0 for r in rows)
+    # Like with like: at batch 1 the per-sample solve of the reference's own problem (same
+    # residual, iterations and step) reaches the reference's final cost.
+    ref = next(r for r in rows if r["bench"] == "trajopt" and r["method"] == "reference")
+    same = next(r for r in rows if r.get("gain", "").startswith("per_sample"))
+    assert same["iterations"] == ref["iterations"] and same["final_cost"] == pytest.approx(ref["final_cost"], rel=1e-3)
 
 
 def test_controller_latency_benchmark_emits_a_row(tmp_path: Path) -> None:
