@@ -24,7 +24,7 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         # ROS 2 executables live in lib/<package>/ (ros2 run and launch_ros look there); as data
         # files they land there for pip installs as well as colcon builds.
-        (f"lib/{PACKAGE}", ["ros_bin/controller_node", "ros_bin/sim_robot_node"]),
+        (f"lib/{PACKAGE}", ["ros_bin/controller_node", "ros_bin/sim_robot_node", "ros_bin/dmc_robot_node"]),
     ],
     zip_safe=False,
     tests_require=["pytest"],
@@ -32,6 +32,7 @@ setup(
         "console_scripts": [
             "difftori-controller = difftori_ros.controller_node:main",
             "difftori-sim-robot = difftori_ros.sim_robot_node:main",
+            "difftori-dmc-robot = difftori_ros.dmc_robot_node:main",
         ]
     },
 )

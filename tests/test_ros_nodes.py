@@ -312,3 +312,41 @@ def test_controller_and_in_process_evaluation_give_identical_actions(procs: Proc
         pubs["joints"].publish(convert.numpy_to_joint_state(list(env.joint_names), raw["agent_pos"], stamp=stamp))
         assert spin_until(node, lambda i=i: len(actions) > i, 20), f"no action for observation {i}"
     np.testing.assert_allclose(np.array(actions[: len(expected)]), np.array(expected), atol=1e-6, rtol=0)
+
+
+def test_dmc_robot_speaks_joint_states_clock_and_effort_commands(procs: Procs, node: Node) -> None:
+    """The DeepMind Control robot over DDS: JointState with the model's joint names, /clock in
+    simulated time, efforts as Float64MultiArray (bad ones ignored), and the episode return equal
+    to the same commands applied in-process."""
+    from rosgraph_msgs.msg import Clock
+
+    from difftori_core.envs.dmc import DMCEnv, DMCEnvConfig
+
+    robot = procs.start(
+        "difftori_ros.dmc_robot_node", "task:=cartpole-swingup", "action_repeat:=50", "episodes:=1", "seed:=7"
+    )
+    states: list[JointState] = []
+    clocks: list[int] = []
+    episodes: list[dict] = []
+    node.create_subscription(JointState, "joint_states", states.append, qos_profile_sensor_data)
+    node.create_subscription(Clock, "/clock", lambda m: clocks.append(convert.stamp_to_ns(m.clock)), 10)
+    node.create_subscription(String, "sim/episode", lambda m: episodes.append(json.loads(m.data)), 10)
+    commands = node.create_publisher(Float64MultiArray, "effort_controller/commands", 10)
+    assert spin_until(node, lambda: commands.get_subscription_count() > 0, 30)
+    efforts = np.sin(np.arange(20) * 0.7)
+    commands.publish(convert.action_to_float64_multiarray(np.array([0.1, 0.2])))  # wrong length: ignored
+    commands.publish(Float64MultiArray(data=[float("nan")]))  # NaN: ignored
+    for i, e in enumerate(efforts):
+        n = len(states)
+        commands.publish(convert.action_to_float64_multiarray(np.array([e])))
+        assert spin_until(node, lambda n=n: len(states) > n, 10), f"no joint state after command {i}"
+    assert spin_until(node, lambda: bool(episodes), 10)
+    assert states[-1].name == ["slider", "hinge_1"] and len(states[-1].velocity) == 2
+    steps_ns = np.diff(sorted(set(clocks)))
+    assert len(steps_ns) >= 19 and np.allclose(steps_ns, 50 * 0.01 * 1e9)  # 50 steps of 10 ms per command
+    assert convert.stamp_to_ns(states[-1].header.stamp) == max(clocks)
+    with DMCEnv(DMCEnvConfig(task="cartpole-swingup", action_repeat=50)) as env:
+        env.reset(seed=7)
+        expected = sum(env.step(np.array([e]))[1] for e in efforts)
+    assert episodes[0]["steps"] == 20 and episodes[0]["return"] == pytest.approx(expected, rel=1e-9)
+    assert robot.poll() is None
