@@ -61,7 +61,7 @@ class AgentConfig:
     grad_clip: float = 10.0
     difftori_coef: float = 0.1
     pg_batch: int = 32
-    explore_std: float = 0.1  # DiffTORI planner's exploration noise
+    explore_std: float = 0.3  # DiffTORI planner's exploration noise (chosen on cartpole-swingup: RESULTS.md)
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     difftori: DiffTORIPlannerConfig = field(default_factory=DiffTORIPlannerConfig)
