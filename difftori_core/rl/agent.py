@@ -109,6 +109,10 @@ class Agent(nn.Module):
         self.generator = torch.Generator().manual_seed(seed + 2)
         self.updates = 0
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.reward.linears[0].weight.device
+
     # -- acting --------------------------------------------------------------------------
 
     def reset(self) -> None:
@@ -120,7 +124,7 @@ class Agent(nn.Module):
     def act(self, obs: Tensor, explore: bool = True, planner: str | None = None) -> Plan:
         """One environment step: encode once, plan on the latent. `planner` overrides the
         configured one (the sampling planner acts during DiffTORI's warm-up)."""
-        z = self.model.encode(obs.unsqueeze(0))
+        z = self.model.encode(obs.unsqueeze(0).to(self.device))
         name = planner or self.cfg.planner
         if name == "difftori":
             assert self.difftori is not None, "this agent was built with the sampling planner only"

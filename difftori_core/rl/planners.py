@@ -135,14 +135,15 @@ class SamplingPlanner:
         pi_actions = None
         if n_pi > 0:
             pi_actions = rollout_prior(self.model, z.expand(n_pi, -1), H, self.model.cfg.min_std, g)
-        mean = torch.zeros(H, A, dtype=z.dtype)
+        # Noise comes from the planner's CPU generator (reproducible on any device), then moves.
+        mean = torch.zeros(H, A, dtype=z.dtype, device=z.device)
         if self._prev_mean is not None:
             mean[:-1] = self._prev_mean[1:]
-        std = torch.full((H, A), cfg.max_std, dtype=z.dtype)
+        std = torch.full((H, A), cfg.max_std, dtype=z.dtype, device=z.device)
         zs = z.expand(cfg.num_samples + n_pi, -1)
         elite_actions = score = None
         for _ in range(cfg.iterations):
-            noise = torch.randn(cfg.num_samples, H, A, generator=g, dtype=z.dtype)
+            noise = torch.randn(cfg.num_samples, H, A, generator=g, dtype=z.dtype).to(z.device)
             actions = (mean + std * noise).clamp(-1.0, 1.0)
             if pi_actions is not None:
                 actions = torch.cat([actions, pi_actions])
@@ -156,12 +157,13 @@ class SamplingPlanner:
             mean = cfg.momentum * mean + (1 - cfg.momentum) * new_mean
             std = new_std.clamp(self.model.cfg.min_std, cfg.max_std)
         assert elite_actions is not None and score is not None
-        choice = torch.multinomial(score, 1, generator=g).item()
+        choice = torch.multinomial(score.cpu(), 1, generator=g).item()
         sequence = elite_actions[choice]
         self._prev_mean = mean
         action = sequence[0]
         if explore:
-            action = (action + std[0] * torch.randn(A, generator=g, dtype=z.dtype)).clamp(-1.0, 1.0)
+            noise = torch.randn(A, generator=g, dtype=z.dtype).to(z.device)
+            action = (action + std[0] * noise).clamp(-1.0, 1.0)
         return Plan(action, sequence.unsqueeze(0))
 
 
@@ -236,6 +238,6 @@ class DiffTORIPlanner:
         if bool(failed.all()):
             action = init[0, 0]  # the prior's action: a failed solve never reaches the robot
         if explore and self.explore_std > 0:
-            noise = torch.randn(action.shape, generator=self.generator, dtype=action.dtype)
+            noise = torch.randn(action.shape, generator=self.generator, dtype=action.dtype).to(action.device)
             action = (action + self.explore_std * noise).clamp(-1.0, 1.0)
         return Plan(action, sequence, bool(failed.all()), int(iterations.max()))

@@ -86,7 +86,8 @@ class WorldModel(nn.Module):
         mu = self.pi(z)
         if std <= 0:
             return mu
-        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype) * std
+        # A CPU generator (reproducible on any device); the noise then moves to the policy's device.
+        noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device) * std
         return (mu + noise).clamp(-1.0, 1.0)
 
     def q(self, z: Tensor, a: Tensor, target: bool = False) -> tuple[Tensor, Tensor]:

@@ -75,6 +75,7 @@ class RLTrainConfig:
     planner: str = "difftori"
     steps: int = 100_000
     seed: int = 0
+    device: str = "auto"  # auto: cuda when available
     threads: int = 1
     seed_episodes: int = 5
     warmup_steps: int = 6000
@@ -116,7 +117,10 @@ class RLTrainer:
         self.eval_env = DMCEnv(cfg.env, seed=cfg.seed)
         self.L = cfg.env.episode_steps
         self.obs_shape = self.env.obs_shape
-        self.agent = Agent(self.obs_shape, self.env.action_dim, cfg.agent, seed=cfg.seed)
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+        )
+        self.agent = Agent(self.obs_shape, self.env.action_dim, cfg.agent, seed=cfg.seed).to(self.device)
         episodes = -(-cfg.steps // (self.L * cfg.env.repeat))
         self.buffer = ReplayBuffer(
             self.obs_shape, self.env.action_dim, self.L, max(episodes, 1), cfg.agent.horizon,
@@ -155,9 +159,10 @@ class RLTrainer:
                 failures += plan.failed
                 iters.append(plan.iterations)
                 a = plan.action
-            raw, r, _ = env.step(a.numpy())
+            a = a.cpu().numpy()
+            raw, r, _ = env.step(a)
             obs.append(env.observation(raw))
-            actions.append(a.numpy())
+            actions.append(a)
             rewards.append(r)
         self.buffer.add_episode(np.stack(obs), np.stack(actions), np.asarray(rewards, np.float32))
         return {
@@ -177,7 +182,7 @@ class RLTrainer:
         sums: dict[str, float] = {}
         t0 = time.perf_counter()
         for _ in range(n):
-            batch = self.buffer.sample(cfg.agent.batch_size)
+            batch = self.buffer.sample(cfg.agent.batch_size, self.device)
             info, priority = self.agent.update(batch, with_difftori=with_pg)
             self.buffer.update_priorities(batch["index"], priority)
             for k, v in info.items():
@@ -200,7 +205,7 @@ class RLTrainer:
             total = 0.0
             for _ in range(self.L):
                 plan = self.agent.act(torch.from_numpy(self.eval_env.observation(raw).copy()), explore=False)
-                raw, r, _ = self.eval_env.step(plan.action.numpy())
+                raw, r, _ = self.eval_env.step(plan.action.cpu().numpy())
                 total += r
             out.append({"seed": seed, "return": total})
         self.agent.load_generator_states(generators)
@@ -258,7 +263,7 @@ class RLTrainer:
                     f"{path / CONFIG_FILE}: field {key!r} differs from the requested run; use a new output_dir"
                 )
         verify_file(path / MODEL_FILE, spec.get("weights_sha256"), RLCheckpointError)
-        self.agent.load_state_dict(load_file(path / MODEL_FILE))
+        self.agent.load_state_dict(load_file(path / MODEL_FILE, device=str(self.device)))
         try:
             state = torch.load(path / STATE_FILE, weights_only=True)
         except Exception as err:  # noqa: BLE001 - torch raises several types for a corrupt file
