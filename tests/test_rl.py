@@ -223,3 +223,21 @@ def test_pixel_agent_trains_end_to_end(tmp_path: Path) -> None:
     assert result["return"] is not None and np.isfinite(result["return"])
     rows = [json.loads(x) for x in (tmp_path / "pixels" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["acting"] == "sampling" and np.isfinite(rows[-1]["consistency_loss"])
+
+
+def test_joint_state_observations_are_what_encoders_give() -> None:
+    """observation=joints: features from joint positions and velocities alone (unlimited hinges
+    as cos/sin), so an agent trained on them can run from a JointState message."""
+    from difftori_core.envs.dmc import joint_features
+
+    with DMCEnv(DMCEnvConfig(task="cartpole-swingup", observation="joints")) as env:
+        assert env.joint_wrap == [False, True] and env.obs_shape == (5,)  # x, cos, sin, 2 velocities
+        obs = env.reset(seed=3)
+        for _ in range(3):
+            obs, _, _ = env.step(np.array([0.5]))
+        expected = joint_features(obs["qpos"], obs["qvel"], env.joint_wrap, env.joint_drop)
+        np.testing.assert_allclose(obs["state"], expected)
+        x, c, s = obs["state"][:3]
+        assert x == pytest.approx(obs["qpos"][0]) and c**2 + s**2 == pytest.approx(1.0, abs=1e-6)
+    with DMCEnv(DMCEnvConfig(task="cheetah-run", observation="joints")) as env:
+        assert env.obs_shape == (18,)  # 8 positions (rootx dropped, as DMC does), rooty as cos/sin, 9 velocities

@@ -2,11 +2,13 @@
 
 `DMCEnv(DMCEnvConfig(task="cartpole-swingup"))` wraps `dm_control.suite`:
 
-* observations: `state` float32 (D,), the task's observation dict flattened in key order; or,
-  with `from_pixels`, `pixels` uint8 (3 * frame_stack, size, size), the newest `frame_stack`
-  renders of the task's tracking camera stacked on the channel axis (DrQ / TD-MPC style). The
-  raw joint positions and velocities are always in `qpos` / `qvel` (a robot's encoders: what the
-  ROS simulated robot publishes as JointState);
+* observations: `state` float32 (D,), the task's observation dict flattened in key order, or
+  with `observation: joints` the features `joint_features` computes from joint positions and
+  velocities alone -- what a robot's encoders (a JointState message) give, so an agent trained
+  on them can run from ROS topics; or, with `from_pixels`, `pixels` uint8 (3 * frame_stack,
+  size, size), the newest `frame_stack` renders of the task's tracking camera stacked on the
+  channel axis (DrQ / TD-MPC style). The raw joint positions and velocities are always in
+  `qpos` / `qvel`;
 * actions in [-1, 1]^A (every DMC task's bounds), each repeated `action_repeat` simulator steps;
   the step's reward is the sum over the repeats;
 * `reset(seed)` reseeds the task, so episode k of an evaluation with seed s sees the same
@@ -51,6 +53,17 @@ class DMCError(ValueError):
     """An unknown task or an invalid setting."""
 
 
+def joint_features(qpos: np.ndarray, qvel: np.ndarray, wrap: list[bool], drop: list[bool]) -> np.ndarray:
+    """Observation from joint states: per joint its position, or (cos, sin) for an unlimited
+    hinge (`wrap`: its angle grows without bound as it spins), positions of `drop` joints left
+    out (a floating base's x: DMC's own observations omit it), then every velocity."""
+    q = np.asarray(qpos, np.float64)
+    parts = [
+        np.array([np.cos(v), np.sin(v)]) if w else np.array([v]) for v, w, d in zip(q, wrap, drop, strict=True) if not d
+    ]
+    return np.concatenate([*parts, np.asarray(qvel, np.float64)]).astype(np.float32)
+
+
 @dataclass
 class DMCEnvConfig:
     """Attributes:
@@ -61,6 +74,7 @@ class DMCEnvConfig:
     """
 
     task: str = "cartpole-swingup"
+    observation: str = "task"  # task | joints (see joint_features)
     from_pixels: bool = False
     image_size: int = 84
     frame_stack: int = 3
@@ -70,6 +84,8 @@ class DMCEnvConfig:
     def __post_init__(self) -> None:
         if self.task.count("-") < 1:
             raise DMCError(f"task must look like <domain>-<task>, got {self.task!r}")
+        if self.observation not in ("task", "joints"):
+            raise DMCError(f"observation must be task or joints, got {self.observation!r}")
         if self.image_size < 16 or self.frame_stack < 1 or self.action_repeat < 0:
             raise DMCError("image_size >= 16, frame_stack >= 1 and action_repeat >= 0 are required")
 
@@ -109,6 +125,12 @@ class DMCEnv:
         physics = self._env.physics
         self.joint_names = [physics.model.id2name(i, "joint") for i in range(physics.model.njnt)]
         self.actuator_names = [physics.model.id2name(i, "actuator") for i in range(physics.model.nu)]
+        hinge = 3
+        types, limited = physics.model.jnt_type, physics.model.jnt_limited
+        self.joint_wrap = [bool(t == hinge and not lim) for t, lim in zip(types, limited, strict=True)]
+        self.joint_drop = [name == "rootx" for name in self.joint_names]
+        if config.observation == "joints":
+            self.state_dim = len(joint_features(physics.data.qpos, physics.data.qvel, self.joint_wrap, self.joint_drop))
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
@@ -116,6 +138,9 @@ class DMCEnv:
         return (3 * c.frame_stack, c.image_size, c.image_size) if c.from_pixels else (self.state_dim,)
 
     def _state(self, time_step: Any) -> np.ndarray:
+        if self.config.observation == "joints":
+            physics = self._env.physics
+            return joint_features(physics.data.qpos, physics.data.qvel, self.joint_wrap, self.joint_drop)
         return np.concatenate([np.asarray(time_step.observation[k], np.float32).ravel() for k in self._keys])
 
     def render(self, size: int | None = None) -> np.ndarray:
