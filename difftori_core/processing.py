@@ -13,6 +13,7 @@ Raw input keys (only those the spec uses are read):
 * `point_colors` uint8 (N, 3), row-aligned with `point_cloud`; only with `point_rgb`.
 * `image` uint8 (H, W, 3) RGB, any size.
 * `agent_pos` float (D,) joint positions.
+* `joint_velocity` float (D,) joint velocities (JointState.velocity), for torque-level agents.
 
 Outputs (fixed shapes, whatever the input size):
 
@@ -25,7 +26,7 @@ Outputs (fixed shapes, whatever the input size):
   calibration fault.
 * `image` uint8 (3, h, w), channel-first RGB resized with cv2 INTER_AREA (the right filter for
   shrinking). It stays uint8 (4x smaller on disk and on the wire); the image encoder divides by 255.
-* `agent_pos` float32 (D,).
+* `agent_pos`, `joint_velocity` float32 (D,).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np
 
 from difftori_core.config import from_dict, to_dict
 
-KEYS = ("point_cloud", "image", "agent_pos")
+KEYS = ("point_cloud", "image", "agent_pos", "joint_velocity")
 
 
 class ProcessingError(ValueError):
@@ -48,7 +49,8 @@ class ProcessingError(ValueError):
 @dataclass
 class ProcessingSpec:
     """Attributes:
-    keys: observation keys the policy consumes (a non-empty subset of point_cloud, image, agent_pos).
+    keys: observation keys the policy consumes (a non-empty subset of point_cloud, image, agent_pos,
+        joint_velocity).
     crop_min, crop_max: workspace box in the robot base frame (metres). The default keeps the
         MetaWorld table's working area above its surface (z > 5 mm): the bare table top carries no
         task information and would take most of the sampled points.
@@ -99,6 +101,7 @@ class ProcessingSpec:
             "point_cloud": (self.num_points, 6 if self.point_rgb else 3),
             "image": (3, *self.image_size),
             "agent_pos": (agent_dim,),
+            "joint_velocity": (agent_dim,),
         }
         return {k: shapes[k] for k in self.keys}
 
@@ -141,6 +144,8 @@ class ObservationProcessor:
             out["image"] = self.image(raw["image"])
         if self.spec.uses("agent_pos"):
             out["agent_pos"] = self.agent_pos(raw["agent_pos"])
+        if self.spec.uses("joint_velocity"):
+            out["joint_velocity"] = self.vector("joint_velocity", raw["joint_velocity"])
         return {k: out[k] for k in self.spec.keys}
 
     def point_cloud(self, points: Any, colors: Any = None, sample: bool = True) -> np.ndarray:
@@ -188,12 +193,16 @@ class ObservationProcessor:
         return np.ascontiguousarray(img.transpose(2, 0, 1))
 
     def agent_pos(self, pos: Any) -> np.ndarray:
-        p = np.asarray(pos)
+        return self.vector("agent_pos", pos)
+
+    def vector(self, key: str, value: Any) -> np.ndarray:
+        """A finite numeric (D,) vector as float32 (joint positions, velocities)."""
+        p = np.asarray(value)
         if p.ndim != 1 or p.size == 0 or p.dtype.kind not in "fiu":
-            raise ProcessingError(f"agent_pos must be a non-empty numeric (D,) vector, got {p.dtype} {p.shape}")
+            raise ProcessingError(f"{key} must be a non-empty numeric (D,) vector, got {p.dtype} {p.shape}")
         p = p.astype(np.float32)
         if not np.isfinite(p).all():
-            raise ProcessingError(f"agent_pos contains NaN/Inf at index {np.flatnonzero(~np.isfinite(p)).tolist()}")
+            raise ProcessingError(f"{key} contains NaN/Inf at index {np.flatnonzero(~np.isfinite(p)).tolist()}")
         return p
 
 

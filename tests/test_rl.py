@@ -241,3 +241,28 @@ def test_joint_state_observations_are_what_encoders_give() -> None:
         assert x == pytest.approx(obs["qpos"][0]) and c**2 + s**2 == pytest.approx(1.0, abs=1e-6)
     with DMCEnv(DMCEnvConfig(task="cheetah-run", observation="joints")) as env:
         assert env.obs_shape == (18,)  # 8 positions (rootx dropped, as DMC does), rooty as cos/sin, 9 velocities
+
+
+def test_a_joint_state_agent_packages_as_a_model_and_runs_through_the_runner(tmp_path: Path) -> None:
+    """An RL run on joint-state observations becomes a model directory that load_runner runs
+    from raw joint positions / velocities, with the same greedy return as the trainer's own
+    evaluation, through either planner."""
+    from difftori_core.deploy.runner import load_runner
+    from difftori_core.training.evaluation import run_dmc_episodes
+    from difftori_core.training.rl import package_model
+
+    trainer = RLTrainer(run_config(tmp_path, "joints", "steps=2000", "env.observation=joints"))
+    trainer.run()
+    model = package_model(tmp_path / "joints", tmp_path / "model")
+    runner = load_runner(model)
+    assert runner.policy.type_name == "tdmpc" and runner.spec.obs_shapes == {"agent_pos": [2], "joint_velocity": [2]}
+    via_runner = run_dmc_episodes(runner, trainer.cfg.env, 1, seed=trainer.cfg.eval_seed)
+    direct = trainer.evaluate(1)
+    assert via_runner[0]["return"] == pytest.approx(direct[0]["return"], rel=1e-6)
+    sampling = run_dmc_episodes(runner.with_variant("sampling"), trainer.cfg.env, 1, seed=trainer.cfg.eval_seed)
+    assert np.isfinite(sampling[0]["return"]) and sampling[0]["steps"] == 50
+    RLTrainer(run_config(tmp_path, "task_obs", "steps=1000")).run()  # the task's own observation
+    with pytest.raises(Exception, match="'env.observation' must be 'joints'"):
+        package_model(tmp_path / "task_obs", tmp_path / "x")
+    with pytest.raises(Exception, match="not an RL run directory"):
+        package_model(tmp_path / "nowhere", tmp_path / "y")

@@ -94,18 +94,17 @@ class Agent(nn.Module):
         self.model = WorldModel(self.obs_shape, action_dim, cfg.model)
         self.model_optim = torch.optim.Adam(self.model.model_parameters(), lr=cfg.lr)
         self.pi_optim = torch.optim.Adam(self.model.pi.parameters(), lr=cfg.lr)
+        # Both planners always exist (they hold no parameters), so any trained agent can plan
+        # either way; the raw critic exists only where DiffTORI's loss trains the model.
         self.sampling = SamplingPlanner(self.model, cfg.horizon, cfg.discount, cfg.sampling, seed)
+        self.difftori = DiffTORIPlanner(self.model, cfg.horizon, cfg.discount, cfg.difftori, seed + 1, cfg.explore_std)
         self.critic: RawCritic | None = None
-        self.difftori: DiffTORIPlanner | None = None
         if cfg.planner == "difftori":
             self.critic = RawCritic(self.obs_shape, action_dim, cfg.model)
             self.target_critic = RawCritic(self.obs_shape, action_dim, cfg.model).requires_grad_(False)
             self.target_critic.load_state_dict(self.critic.state_dict())
             self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
             self.register_buffer("q_scale", torch.ones(()))
-            self.difftori = DiffTORIPlanner(
-                self.model, cfg.horizon, cfg.discount, cfg.difftori, seed + 1, cfg.explore_std
-            )
         self.generator = torch.Generator().manual_seed(seed + 2)
         self.updates = 0
 
@@ -117,8 +116,7 @@ class Agent(nn.Module):
 
     def reset(self) -> None:
         self.sampling.reset()
-        if self.difftori is not None:
-            self.difftori.reset()
+        self.difftori.reset()
 
     @torch.no_grad()
     def act(self, obs: Tensor, explore: bool = True, planner: str | None = None) -> Plan:
@@ -126,10 +124,7 @@ class Agent(nn.Module):
         configured one (the sampling planner acts during DiffTORI's warm-up)."""
         z = self.model.encode(obs.unsqueeze(0).to(self.device))
         name = planner or self.cfg.planner
-        if name == "difftori":
-            assert self.difftori is not None, "this agent was built with the sampling planner only"
-            return self.difftori.plan(z, explore)
-        return self.sampling.plan(z, explore)
+        return (self.difftori if name == "difftori" else self.sampling).plan(z, explore)
 
     # -- learning ------------------------------------------------------------------------
 
@@ -168,7 +163,7 @@ class Agent(nn.Module):
             "value_loss": float(value_loss.detach().mean()),
         }
         loss = model_loss
-        if self.difftori is not None and with_difftori:
+        if self.critic is not None and with_difftori:
             pg, pg_info = self.difftori_loss(obs[0][: cfg.pg_batch])
             loss = loss + cfg.difftori_coef * pg
             info.update(pg_info)
@@ -204,7 +199,7 @@ class Agent(nn.Module):
     def difftori_loss(self, obs: Tensor) -> tuple[Tensor, dict[str, float]]:
         """-min Q_s(o, a*_0): a* from the optimizer started at the prior's rollout of h(o),
         differentiable w.r.t. h, d, R, Q through the solve."""
-        assert self.difftori is not None and self.critic is not None
+        assert self.critic is not None, "DiffTORI's loss needs the raw critic (planner=difftori)"
         z = self.model.encode(obs)
         with torch.no_grad():
             init = rollout_prior(self.model, z, self.cfg.horizon)
@@ -248,13 +243,13 @@ class Agent(nn.Module):
             self.critic_optim.load_state_dict(state["critic"])
 
     def generator_states(self) -> dict[str, Tensor]:
-        out = {"agent": self.generator.get_state(), "sampling": self.sampling.generator.get_state()}
-        if self.difftori is not None:
-            out["difftori"] = self.difftori.generator.get_state()
-        return out
+        return {
+            "agent": self.generator.get_state(),
+            "sampling": self.sampling.generator.get_state(),
+            "difftori": self.difftori.generator.get_state(),
+        }
 
     def load_generator_states(self, states: dict[str, Tensor]) -> None:
         self.generator.set_state(states["agent"])
         self.sampling.generator.set_state(states["sampling"])
-        if self.difftori is not None:
-            self.difftori.generator.set_state(states["difftori"])
+        self.difftori.generator.set_state(states["difftori"])

@@ -233,10 +233,10 @@ class DiffTORIPlanner:
         value = value.masked_fill(failed | ~torch.isfinite(value), float("-inf"))
         best = int(value.argmax())
         sequence = solutions[best : best + 1]
+        if bool(failed.all()):
+            sequence = init[:1]  # the prior's plan: a failed solve never reaches the robot
         self._prev = sequence
         action = sequence[0, 0]
-        if bool(failed.all()):
-            action = init[0, 0]  # the prior's action: a failed solve never reaches the robot
         if explore and self.explore_std > 0:
             noise = torch.randn(action.shape, generator=self.generator, dtype=action.dtype).to(action.device)
             action = (action + self.explore_std * noise).clamp(-1.0, 1.0)

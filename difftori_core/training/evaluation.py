@@ -90,3 +90,23 @@ def write_gif(path: Path, frames: list[np.ndarray], fps: int = 20) -> Path:
     images = [Image.fromarray(f) for f in frames[::2]]
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(2000 / fps), loop=0)
     return path
+
+
+def run_dmc_episodes(runner: PolicyRunner, env_config: Any, episodes: int, seed: int = 100_000) -> list[dict[str, Any]]:
+    """Seeded DeepMind Control episodes through the runner, from joint states (what the ROS
+    robot publishes): [{"seed", "return", "steps"}, ...]."""
+    from difftori_core.envs.dmc import DMCEnv
+
+    out = []
+    with DMCEnv(env_config) as env, torch.random.fork_rng(devices=[]):
+        for k in range(episodes):
+            raw = env.reset(seed=seed + k)
+            runner.reset()
+            total, steps, last = 0.0, 0, False
+            while not last:
+                action, _ = runner.step({"agent_pos": raw["qpos"], "joint_velocity": raw["qvel"]})
+                raw, reward, last = env.step(action)
+                total += reward
+                steps += 1
+            out.append({"seed": seed + k, "return": total, "steps": steps})
+    return out

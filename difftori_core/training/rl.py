@@ -365,3 +365,53 @@ class RLTrainer:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
+
+
+def package_model(run: str | Path, out: str | Path) -> Path:
+    """The run's latest agent as a deployable model directory (policy type "tdmpc"): loads with
+    `deploy.runner.load_runner`, runs in the ROS controller from JointState. The run must have
+    been trained on joint-state observations (`env.observation=joints`)."""
+    from difftori_core.checkpoint import save_checkpoint
+    from difftori_core.policies import PolicyConfig, PolicySpec
+    from difftori_core.policies.tdmpc import TDMPCPolicy, TDMPCPolicyConfig
+    from difftori_core.processing import ProcessingSpec
+
+    run = Path(run)
+    ckpt = run / "checkpoints"
+    if not (ckpt / LATEST).is_file():
+        raise RLCheckpointError(f"{run}: no checkpoints/{LATEST} (not an RL run directory)")
+    path = ckpt / (ckpt / LATEST).read_text().strip()
+    from difftori_core.config import from_dict
+
+    cfg = from_dict(RLTrainConfig, read_yaml(path / CONFIG_FILE, RLCheckpointError))
+    if cfg.env.observation != "joints" or cfg.env.from_pixels:
+        raise RLCheckpointError(
+            f"{path / CONFIG_FILE}: field 'env.observation' must be 'joints' to run from joint states"
+        )
+    with DMCEnv(cfg.env) as env:
+        spec = PolicySpec(
+            obs_shapes={"agent_pos": [len(env.joint_names)], "joint_velocity": [len(env.joint_names)]},
+            action_dim=env.action_dim,
+            action_low=env.action_low.tolist(),
+            action_high=env.action_high.tolist(),
+            action_names=list(env.actuator_names),
+        )
+        section = TDMPCPolicyConfig(agent=cfg.agent, joint_wrap=env.joint_wrap, joint_drop=env.joint_drop)
+        env_meta = {
+            "kind": "dmc", "task": cfg.task, "joint_names": list(env.joint_names),
+            "actuator_names": list(env.actuator_names), "action_repeat": cfg.env.repeat,
+            "control_period_s": float(env._env.physics.model.opt.timestep) * cfg.env.repeat,
+        }
+    policy_cfg = PolicyConfig(type="tdmpc", horizon=cfg.agent.horizon, n_obs_steps=1, n_action_steps=1)
+    policy_cfg.sections["tdmpc"] = section
+    policy = TDMPCPolicy(spec, section)
+    rl_spec = read_json(path / SPEC_FILE, RLCheckpointError)
+    verify_file(path / MODEL_FILE, rl_spec.get("weights_sha256"), RLCheckpointError)
+    policy.agent.load_state_dict(load_file(path / MODEL_FILE))
+    processing = ProcessingSpec(keys=("agent_pos", "joint_velocity"))
+    config = {"policy": to_dict(policy_cfg), "task": cfg.task, "env": to_dict(cfg.env), "rl": to_dict(cfg)}
+    extra = {
+        "task": cfg.task, "processing": to_dict(processing), "env": env_meta, "step": rl_spec["env_steps"],
+        "dataset": str(run),
+    }
+    return save_checkpoint(Path(out), policy, config, extra)
