@@ -102,7 +102,7 @@ class ControllerParams:
             raise ValueError("invalid parameters: " + "; ".join(problems))
 
 
-SENSOR_KEYS = {"image": "image", "point_cloud": "points", "agent_pos": "joints"}
+SENSOR_KEYS = {"image": "image", "point_cloud": "points", "agent_pos": "joints", "joint_velocity": "joints"}
 
 
 class ControllerNode(LifecycleNode):
@@ -144,7 +144,7 @@ class ControllerNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         spec = self.runner.spec
         self.joint_names = list(self.runner.model.env.get("joint_names", []))
-        if "agent_pos" in spec.obs_shapes and not self.joint_names:
+        if ("agent_pos" in spec.obs_shapes or "joint_velocity" in spec.obs_shapes) and not self.joint_names:
             where = self.runner.model.path
             self.get_logger().error(f"configure failed: {where}: the model uses joint positions but names no joints")
             self.runner = None
@@ -167,7 +167,7 @@ class ControllerNode(LifecycleNode):
             self._subs.append(self.create_subscription(msg_type, topic, self._on_image, qos))
         if "point_cloud" in self.keys:
             self._subs.append(self.create_subscription(PointCloud2, p.points_topic, self._on_points, qos))
-        if "agent_pos" in self.keys:
+        if "agent_pos" in self.keys or "joint_velocity" in self.keys:
             self._subs.append(self.create_subscription(JointState, p.joint_states_topic, self._on_joints, qos))
         self.action_pub = self.create_lifecycle_publisher(Float64MultiArray, p.action_topic, 10)
         self.trajectory_pub = self.create_lifecycle_publisher(JointTrajectory, p.trajectory_topic, 10)
@@ -228,7 +228,7 @@ class ControllerNode(LifecycleNode):
         except convert.ConversionError as err:
             self._reject("malformed_image", err)
             return
-        self._add("image", msg.header.stamp, img)
+        self._add(msg.header.stamp, {"image": img})
 
     def _on_points(self, msg: PointCloud2) -> None:
         try:
@@ -236,18 +236,27 @@ class ControllerNode(LifecycleNode):
         except convert.ConversionError as err:
             self._reject("malformed_pointcloud", err)
             return
-        self._add("point_cloud", msg.header.stamp, points)
+        self._add(msg.header.stamp, {"point_cloud": points})
 
     def _on_joints(self, msg: JointState) -> None:
+        # One message, one or two streams (positions, velocities) under one stamp.
+        fields = {"agent_pos": "position", "joint_velocity": "velocity"}
         try:
-            pos = convert.joint_state_to_numpy(msg, self.joint_names)
+            values = {
+                key: convert.joint_state_to_numpy(msg, self.joint_names, field=fields[key]).astype(np.float32)
+                for key in fields
+                if key in self.keys
+            }
         except convert.ConversionError as err:
             self._reject("malformed_joint_state", err)
             return
-        self._add("agent_pos", msg.header.stamp, pos.astype(np.float32))
+        self._add(msg.header.stamp, values)
 
-    def _add(self, key: str, stamp: Any, value: np.ndarray) -> None:
-        self.sync.add(key, convert.stamp_to_ns(stamp), value)
+    def _add(self, stamp: Any, values: dict[str, np.ndarray]) -> None:
+        """Buffer a message's values (all keys at once, so a set never pairs half a message)."""
+        stamp_ns = convert.stamp_to_ns(stamp)
+        for key, value in values.items():
+            self.sync.add(key, stamp_ns, value)
         if self._active and self.params.tick_on_observation:
             newest = self.sync.latest()
             if newest is not None and newest.stamp_ns > self._last_obs_stamp:

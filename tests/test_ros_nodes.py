@@ -350,3 +350,36 @@ def test_dmc_robot_speaks_joint_states_clock_and_effort_commands(procs: Procs, n
         expected = sum(env.step(np.array([e]))[1] for e in efforts)
     assert episodes[0]["steps"] == 20 and episodes[0]["return"] == pytest.approx(expected, rel=1e-9)
     assert robot.poll() is None
+
+
+def test_model_based_agent_controls_the_dmc_robot_like_in_process(procs: Procs, node: Node, tmp_path: Path) -> None:
+    """A packaged model-based agent in the controller, from JointState to effort commands, on
+    simulation time: the episode's return over ROS equals the runner's in-process return."""
+    from difftori_core.config import load_config
+    from difftori_core.deploy.runner import load_runner
+    from difftori_core.training.evaluation import run_dmc_episodes
+    from difftori_core.training.rl import RLTrainConfig, RLTrainer, package_model
+    from tests.test_rl import TINY
+
+    overrides = [*TINY, "steps=2000", "env.observation=joints", f"output_dir={tmp_path / 'r'}"]
+    cfg = load_config(RLTrainConfig, None, overrides)
+    RLTrainer(cfg).run()
+    model = package_model(tmp_path / "r", tmp_path / "model")
+    (expected,) = run_dmc_episodes(load_runner(model), cfg.env, 1, seed=500)
+
+    episodes: list[dict] = []
+    node.create_subscription(String, "sim/episode", lambda m: episodes.append(json.loads(m.data)), 10)
+    procs.start(
+        "difftori_ros.controller_node", f"model:={model}", "autostart:=true", "backend:=torch",
+        "action_topic:=effort_controller/commands", "use_sim_time:=true",
+    )
+    client = node.create_client(GetState, "difftori_controller/get_state")
+    assert client.wait_for_service(timeout_sec=60)
+    assert spin_until(node, lambda: get_state(node) == "active", 60)
+    # The robot starts once the controller is active, so its first state is acted on.
+    procs.start(
+        "difftori_ros.dmc_robot_node", "task:=cartpole-swingup", "action_repeat:=20", "episodes:=1", "seed:=500"
+    )
+    assert spin_until(node, lambda: bool(episodes), 120), "no episode finished"
+    assert episodes[0]["steps"] == expected["steps"] == 50
+    assert episodes[0]["return"] == pytest.approx(expected["return"], rel=1e-5)

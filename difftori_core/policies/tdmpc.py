@@ -31,6 +31,7 @@ class TDMPCPolicyConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
     joint_wrap: list[bool] = field(default_factory=list)
     joint_drop: list[bool] = field(default_factory=list)
+    agent_seed: int = 0  # the planners' generators restart from it at every reset
 
 
 @register_policy("tdmpc", TDMPCPolicyConfig, variants=("difftori", "sampling"))
@@ -77,4 +78,9 @@ class TDMPCPolicy(Policy):
         return []  # planning stays in torch; there is nothing to hand to an execution provider
 
     def reset(self) -> None:
+        """Forget the warm start and reseed the planners: every episode plans the same way
+        whatever ran before it (evaluation, warm-up, an earlier episode)."""
         self.agent.reset()
+        seed = self.config.agent_seed
+        self.agent.sampling.generator.manual_seed(seed)
+        self.agent.difftori.generator.manual_seed(seed + 1)
