@@ -1,23 +1,55 @@
-"""Start the DiffTORI controller, and the simulated robot when use_sim:=true.
+"""Start the DiffTORI controller, and the simulated robot the model needs when use_sim:=true.
 
     ros2 launch difftori_ros controller.launch.py [model:=...] [params_file:=...] [device:=auto|cpu|cuda]
-        [backend:=auto|torch|onnxruntime] [use_sim:=true] [task:=door-open-v3]
+        [backend:=auto|torch|onnxruntime] [use_sim:=true] [task:=<override the model's task>]
 
 The controller is a lifecycle node; `autostart` configures and activates it at startup (set it to
-false to drive the transitions from a lifecycle manager instead).
+false to drive the transitions from a lifecycle manager instead). With use_sim:=true the model
+decides the robot (`difftori_ros.sim_selection`): the MetaWorld cell for an imitation policy, the
+DeepMind Control robot (efforts, simulation time) for a model-based agent.
 """
+
+from typing import Any
 
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 
 
+def nodes(context: Any, *args: Any, **kwargs: Any) -> list[Any]:
+    """The nodes to start, decided once the arguments are known (launch's OpaqueFunction)."""
+    from difftori_ros.sim_selection import simulated_robot
+
+    model = LaunchConfiguration("model").perform(context)
+    use_sim = LaunchConfiguration("use_sim").perform(context).lower() in ("true", "1")
+    robot = simulated_robot(model, LaunchConfiguration("task").perform(context)) if use_sim else None
+    controller = LifecycleNode(
+        package="difftori_ros",
+        executable="controller_node",
+        name="difftori_controller",
+        namespace="",
+        output="screen",
+        parameters=[
+            LaunchConfiguration("params_file"),
+            {
+                "model": model,
+                "device": LaunchConfiguration("device"),
+                "backend": LaunchConfiguration("backend"),
+                "autostart": LaunchConfiguration("autostart"),
+            },
+            robot.controller_parameters if robot else {},
+        ],
+    )
+    if robot is None:
+        return [controller]
+    return [controller, Node(package="difftori_ros", executable=robot.executable, output="screen",
+                             parameters=[robot.robot_parameters])]
+
+
 def generate_launch_description() -> LaunchDescription:
-    params_file = LaunchConfiguration("params_file")
     return LaunchDescription(
         [
             DeclareLaunchArgument(
@@ -35,31 +67,8 @@ def generate_launch_description() -> LaunchDescription:
                 "backend", default_value="auto", description="auto | torch | onnxruntime (inference backend)"
             ),
             DeclareLaunchArgument("use_sim", default_value="false", description="also start the simulated robot"),
-            DeclareLaunchArgument("task", default_value="door-open-v3", description="simulated MetaWorld task"),
+            DeclareLaunchArgument("task", default_value="", description="override the model's task in simulation"),
             DeclareLaunchArgument("autostart", default_value="true", description="configure + activate at startup"),
-            LifecycleNode(
-                package="difftori_ros",
-                executable="controller_node",
-                name="difftori_controller",
-                namespace="",
-                output="screen",
-                parameters=[
-                    params_file,
-                    {
-                        "model": LaunchConfiguration("model"),
-                        "device": LaunchConfiguration("device"),
-                        "backend": LaunchConfiguration("backend"),
-                        "autostart": LaunchConfiguration("autostart"),
-                    },
-                ],
-            ),
-            Node(
-                package="difftori_ros",
-                executable="sim_robot_node",
-                name="difftori_sim_robot",
-                output="screen",
-                parameters=[{"task": LaunchConfiguration("task")}],
-                condition=IfCondition(LaunchConfiguration("use_sim")),
-            ),
+            OpaqueFunction(function=nodes),
         ]
     )

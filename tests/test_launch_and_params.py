@@ -27,8 +27,10 @@ def keyword_values(tree: ast.AST, name: str) -> list[str]:
 
 def test_launch_file_starts_installed_executables_with_known_parameters() -> None:
     tree = ast.parse(LAUNCH.read_text())
-    executables = set(keyword_values(tree, "executable"))
-    assert executables == {"controller_node", "sim_robot_node"}
+    # The controller is named in the file; the simulated robot comes from the model (sim_selection).
+    assert set(keyword_values(tree, "executable")) == {"controller_node"}
+    assert "simulated_robot(model" in LAUNCH.read_text()
+    executables = {"controller_node", "sim_robot_node", "dmc_robot_node"}
     setup = (ROOT / "setup.py").read_text()
     for exe in executables:
         script = ROOT / "ros_bin" / exe
@@ -56,6 +58,35 @@ def test_launch_file_starts_installed_executables_with_known_parameters() -> Non
         if isinstance(key, ast.Constant)
     }
     assert passed == {"model", "device", "backend", "autostart"} and passed <= fields
+
+
+def test_the_model_decides_which_simulated_robot_the_launch_starts(tmp_path: Path) -> None:
+    from difftori_core.checkpoint import save_checkpoint
+    from difftori_core.config import to_dict
+    from difftori_core.policies import PolicyConfig, PolicySpec
+    from difftori_core.policies.tdmpc import TDMPCPolicy, TDMPCPolicyConfig
+    from difftori_core.processing import ProcessingSpec
+    from difftori_core.rl.agent import AgentConfig
+    from difftori_core.rl.world_model import WorldModelConfig
+    from difftori_ros.sim_selection import simulated_robot
+
+    il = simulated_robot(str(ROOT / "models" / "door-open-v3-difftori"))
+    assert il.executable == "sim_robot_node" and il.robot_parameters["task"] == "door-open-v3"
+    assert il.controller_parameters == {}
+
+    spec = PolicySpec({"agent_pos": [2], "joint_velocity": [2]}, 1, [-1.0], [1.0], ["slide"])
+    section = TDMPCPolicyConfig(AgentConfig(model=WorldModelConfig(16, 16, 16)), [False, True], [False, False])
+    cfg = PolicyConfig(type="tdmpc", horizon=5, n_obs_steps=1, n_action_steps=1)
+    cfg.sections["tdmpc"] = section
+    env = {"kind": "dmc", "task": "cartpole-swingup", "joint_names": ["slider", "hinge_1"], "action_repeat": 8}
+    extra = {"task": "cartpole-swingup", "processing": to_dict(ProcessingSpec(keys=("agent_pos", "joint_velocity"))),
+             "env": env}
+    model = save_checkpoint(tmp_path / "m", TDMPCPolicy(spec, section), {"policy": to_dict(cfg)}, extra)
+    dmc = simulated_robot(str(model))
+    assert dmc.executable == "dmc_robot_node"
+    assert dmc.robot_parameters == {"task": "cartpole-swingup", "action_repeat": 8, "use_sim_time": True}
+    assert dmc.controller_parameters == {"action_topic": "effort_controller/commands", "use_sim_time": True}
+    assert set(dmc.controller_parameters) - {"use_sim_time"} <= {f.name for f in dataclasses.fields(ControllerParams)}
 
 
 def test_params_yaml_lists_exactly_the_node_parameters_with_valid_values() -> None:
@@ -98,7 +129,7 @@ def test_pip_install_puts_executables_and_ament_index_where_ros2_looks(tmp_path:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for exe in ("controller_node", "sim_robot_node"):
+    for exe in ("controller_node", "sim_robot_node", "dmc_robot_node"):
         path = prefix / "lib" / "difftori_ros" / exe
         assert path.is_file() and path.stat().st_mode & 0o111, path
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "difftori_ros").is_file()
