@@ -18,7 +18,9 @@ Services:
 `step_mode: on_action` advances one agent step per received command and publishes the new state
 at once (deterministic closed loop: the same sequence as in-process evaluation);
 `step_mode: realtime` steps at the task's control rate holding the last command, as a robot does.
-Episode k uses seed `seed + k`; episodes last 1000 simulator steps, as in training.
+Episode k uses seed `seed + k`; episodes last 1000 simulator steps, as in training. With
+`auto_reset: false` the next episode starts on sim/reset only (an evaluation harness re-arms the
+controller between episodes).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class DMCRobotNode(Node):
             "joint_states_topic": "joint_states",
             "image_topic": "camera/color/image_raw",
             "camera_frame": "camera_color_optical_frame",
+            "auto_reset": True,  # start the next episode by itself (else: on sim/reset)
             "auto_reset_delay_s": 0.2,
         }
         for name, value in defaults.items():
@@ -109,11 +112,15 @@ class DMCRobotNode(Node):
         self.episode_pub.publish(String(data=json.dumps(result)))
         self.get_logger().info(f"episode {self.episode_index} (seed {self.seed}): return {self.ret:.1f}")
         self.episode_index += 1
-        self._reset_timer = self.create_timer(self.p["auto_reset_delay_s"], self._start_episode)
+        if self.p["auto_reset"]:
+            self._reset_timer = self.create_timer(self.p["auto_reset_delay_s"], self._start_episode)
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         if not self._done:
             self._end_episode()
+        if self._reset_timer is None and self.p["episodes"] and self.episode_index >= self.p["episodes"]:
+            response.success, response.message = False, f"all {self.p['episodes']} episodes are done"
+            return response
         self._start_episode()
         response.success, response.message = True, f"episode {self.episode_index} started (seed {self.seed})"
         return response
