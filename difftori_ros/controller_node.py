@@ -60,6 +60,7 @@ class ControllerParams:
     model: str = "models/door-open-v3-difftori"
     device: str = "auto"
     backend: str = "auto"  # auto | torch | onnxruntime (auto: the faster, timed at configure, if exported)
+    variant: str = ""  # how the policy acts ("" = its default; DiffTORI: difftori | base; tdmpc: difftori | sampling)
     control_rate_hz: float = 20.0
     image_topic: str = "camera/color/image_raw"
     use_compressed_image: bool = False
@@ -138,7 +139,7 @@ class ControllerNode(LifecycleNode):
             self.params = p = self.read_params()
             torch.set_num_threads(p.torch_threads)
             device = ("cuda" if torch.cuda.is_available() else "cpu") if p.device == "auto" else p.device
-            self.runner = load_runner(p.model, device, p.backend)
+            self.runner = load_runner(p.model, device, p.backend, p.variant or None)
         except (ValueError, ArtifactError) as err:
             self.get_logger().error(f"configure failed: {err}")
             return TransitionCallbackReturn.FAILURE
@@ -188,6 +189,9 @@ class ControllerNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.runner.reset()
+        # Data buffered before activation describes another moment (and, after a simulated
+        # robot restarts, another clock): acting starts from the next message.
+        self.sync.clear()
         self._last_obs_stamp = -1
         # With tick_on_observation the timer is the watchdog (missing / stale sensors) and acts
         # only if observations arrive without completing a set; otherwise it is the control clock.

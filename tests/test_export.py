@@ -140,7 +140,7 @@ def test_export_cli_writes_files_and_reports_parity(tmp_path: Path, capsys: pyte
     assert main([str(tmp_path / "nowhere")]) == 2
 
 
-SHIPPED = sorted(p for p in (Path(__file__).parents[1] / "models").iterdir() if (p / "model.safetensors").is_file())
+SHIPPED = sorted(p for p in (Path(__file__).parents[1] / "models").iterdir() if (p / "onnx").is_dir())
 
 
 @pytest.mark.parametrize("model", SHIPPED, ids=[p.name for p in SHIPPED])
