@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from difftori_core.deploy.runner import load_runner
     from difftori_core.envs.dmc import DMCEnvConfig
     from difftori_core.training.evaluation import run_dmc_episodes
+    from difftori_ros.qos import EPISODE_RESULTS
     from difftori_ros.sim_selection import simulated_robot
 
     runner = load_runner(args.model, variant=args.variant)
@@ -79,9 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     controller_params = {
-        "model": args.model, "backend": "torch", "autostart": True, "control_rate_hz": round(1 / period, 3),
+        "model": args.model,
+        "backend": "torch",
+        "autostart": True,
+        "control_rate_hz": round(1 / period, 3),
         "variant": args.variant,
-        "max_observation_age_ms": 5000.0, **robot.controller_parameters,
+        "max_observation_age_ms": 5000.0,
+        **robot.controller_parameters,
     }
     procs = [start("difftori_ros.controller_node", controller_params)]
     rows = []
@@ -90,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             node = rclpy.create_node("difftori_mbrl_bench")
             episodes: list[dict] = []
             diags: list[DiagnosticArray] = []
-            node.create_subscription(String, "sim/episode", lambda m: episodes.append(json.loads(m.data)), 10)
+            node.create_subscription(
+                String, "sim/episode", lambda m: episodes.append(json.loads(m.data)), EPISODE_RESULTS
+            )
             node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
 
             def spin_until(done, timeout: float) -> bool:  # noqa: ANN001
@@ -114,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
             get_state = node.create_client(GetState, "difftori_controller/get_state")
             assert spin_until(lambda: call(get_state, GetState.Request()).current_state.label == "active", 60)
-            robot_params = {**robot.robot_parameters, "seed": args.seed, "episodes": args.episodes,
-                            "auto_reset": False}
+            robot_params = {**robot.robot_parameters, "seed": args.seed, "episodes": args.episodes, "auto_reset": False}
             procs.append(start("difftori_ros.dmc_robot_node", robot_params))
             reset = node.create_client(Trigger, "sim/reset")
             assert reset.wait_for_service(timeout_sec=60)
@@ -131,20 +137,37 @@ def main(argv: list[str] | None = None) -> int:
             ros = [e["return"] for e in episodes]
             local = [e["return"] for e in in_process]
             rel = float(abs(np.mean(ros) - np.mean(local)) / max(abs(np.mean(local)), 1e-9))
-            rows.append({
-                "bench": "mbrl_ros_returns", "model": Path(args.model).name, "variant": args.variant,
-                "episodes": args.episodes, "seeds": [e["seed"] for e in episodes], "ros_returns": ros,
-                "in_process_returns": local, "ros_mean": float(np.mean(ros)), "in_process_mean": float(np.mean(local)),
-                "relative_difference_of_means": rel, "in_process_s": round(in_process_s, 1),
-            })
+            rows.append(
+                {
+                    "bench": "mbrl_ros_returns",
+                    "model": Path(args.model).name,
+                    "variant": args.variant,
+                    "episodes": args.episodes,
+                    "seeds": [e["seed"] for e in episodes],
+                    "ros_returns": ros,
+                    "in_process_returns": local,
+                    "ros_mean": float(np.mean(ros)),
+                    "in_process_mean": float(np.mean(local)),
+                    "relative_difference_of_means": rel,
+                    "in_process_s": round(in_process_s, 1),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
             procs.pop().terminate()
 
             # Part 2: real-time stepping at the control rate, wall-clock latency per tick.
-            procs.append(start("difftori_ros.dmc_robot_node", {
-                **robot.robot_parameters, "use_sim_time": False, "step_mode": "realtime", "seed": args.seed + 99,
-                "episodes": 0,
-            }))
+            procs.append(
+                start(
+                    "difftori_ros.dmc_robot_node",
+                    {
+                        **robot.robot_parameters,
+                        "use_sim_time": False,
+                        "step_mode": "realtime",
+                        "seed": args.seed + 99,
+                        "episodes": 0,
+                    },
+                )
+            )
             for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE):
                 call(lifecycle, ChangeState.Request(transition=Transition(id=transition)))
             state_times: list[float] = []
@@ -168,15 +191,22 @@ def main(argv: list[str] | None = None) -> int:
                     if "difftori_controller" in status.name and not values:
                         values = {kv.key: kv.value for kv in status.values}
             lat = np.array(latencies[warmup:total])
-            rows.append({
-                "bench": "mbrl_ros_latency", "model": Path(args.model).name, "variant": "difftori",
-                "control_rate_hz": round(1 / period, 2), "ticks": len(lat),
-                "p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat, 99)), 2),
-                "max_ms": round(float(lat.max()), 2), "ticks_over_period": int((lat > period * 1e3).sum()),
-                "deadline_miss": int(values.get("deadline_miss", -1)),
-                "safe_action_published": int(values.get("safe_action_published", -1)),
-                "ros_episode_wall_s": round(ros_s / max(args.episodes - 1, 1), 2),
-            })
+            rows.append(
+                {
+                    "bench": "mbrl_ros_latency",
+                    "model": Path(args.model).name,
+                    "variant": "difftori",
+                    "control_rate_hz": round(1 / period, 2),
+                    "ticks": len(lat),
+                    "p50_ms": round(float(np.percentile(lat, 50)), 2),
+                    "p99_ms": round(float(np.percentile(lat, 99)), 2),
+                    "max_ms": round(float(lat.max()), 2),
+                    "ticks_over_period": int((lat > period * 1e3).sum()),
+                    "deadline_miss": int(values.get("deadline_miss", -1)),
+                    "safe_action_published": int(values.get("safe_action_published", -1)),
+                    "ros_episode_wall_s": round(ros_s / max(args.episodes - 1, 1), 2),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
             node.destroy_node()
     finally:

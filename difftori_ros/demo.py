@@ -24,6 +24,8 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import String
 
+from difftori_ros.qos import EPISODE_RESULTS
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                     if "difftori_controller" in status.name:
                         latency.append({kv.key: kv.value for kv in status.values} | {"t": time.monotonic()})
 
-            node.create_subscription(String, "sim/episode", on_episode, 10)
+            node.create_subscription(String, "sim/episode", on_episode, EPISODE_RESULTS)
             node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
             deadline = time.monotonic() + args.timeout
             while len(episodes) < args.episodes and time.monotonic() < deadline:

@@ -16,7 +16,11 @@ Services:
   sim/reset                std_srvs/Trigger: start the next seeded episode
 
 `step_mode: on_action` advances one agent step per received command and publishes the new state
-at once (deterministic closed loop: the same sequence as in-process evaluation);
+at once (deterministic closed loop: the same sequence as in-process evaluation). While it waits
+for a command it republishes the unchanged state (same stamp) every `state_republish_s` of wall
+time, as a joint_state_broadcaster publishes continuously: a state sent before the controller's
+subscription matched, or dropped on the best-effort sensor QoS, would otherwise stall the loop
+forever. A controller acts once per stamp, so a repeat never becomes a second step;
 `step_mode: realtime` steps at the task's control rate holding the last command, as a robot does.
 Episode k uses seed `seed + k`; episodes last 1000 simulator steps, as in training. With
 `auto_reset: false` the next episode starts on sim/reset only (an evaluation harness re-arms the
@@ -26,6 +30,7 @@ controller between episodes).
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -38,6 +43,7 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from difftori_ros import convert
+from difftori_ros.qos import EPISODE_RESULTS
 
 
 class DMCRobotNode(Node):
@@ -57,6 +63,7 @@ class DMCRobotNode(Node):
             "camera_frame": "camera_color_optical_frame",
             "auto_reset": True,  # start the next episode by itself (else: on sim/reset)
             "auto_reset_delay_s": 0.2,
+            "state_republish_s": 0.5,  # on_action: repeat the state while no command comes (0: never)
         }
         for name, value in defaults.items():
             self.declare_parameter(name, value)
@@ -79,7 +86,7 @@ class DMCRobotNode(Node):
         self.joints_pub = self.create_publisher(JointState, p["joint_states_topic"], qos)
         self.image_pub = self.create_publisher(Image, p["image_topic"], qos) if p["publish_image"] else None
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
-        self.episode_pub = self.create_publisher(String, "sim/episode", 10)
+        self.episode_pub = self.create_publisher(String, "sim/episode", EPISODE_RESULTS)
         self.create_subscription(Float64MultiArray, p["command_topic"], self._on_command, 10)
         self.create_service(Trigger, "sim/reset", self._on_reset)
         self.sim_time_ns = 0
@@ -88,8 +95,11 @@ class DMCRobotNode(Node):
         self._command = np.zeros(self.env.action_dim)
         self._done = True
         self._reset_timer = None
+        self._last_publish = time.monotonic()
         if p["step_mode"] == "realtime":
             self.create_timer(self.dt, lambda: self._step(self._command))
+        elif p["state_republish_s"] > 0:
+            self.create_timer(p["state_republish_s"] / 2, self._republish_if_waiting)
         self._start_episode()
 
     # -- episodes ------------------------------------------------------------------------
@@ -152,7 +162,12 @@ class DMCRobotNode(Node):
         if last:
             self._end_episode()
 
+    def _republish_if_waiting(self) -> None:
+        if not self._done and time.monotonic() - self._last_publish >= self.p["state_republish_s"]:
+            self._publish_state()
+
     def _publish_state(self) -> None:
+        self._last_publish = time.monotonic()
         stamp = self.sim_time_ns
         clock = Clock()
         clock.clock = convert.ns_to_stamp(stamp)

@@ -34,6 +34,7 @@ from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from difftori_ros import convert
+from difftori_ros.qos import EPISODE_RESULTS
 
 
 class SimRobotNode(Node):
@@ -74,7 +75,7 @@ class SimRobotNode(Node):
         self.points_pub = self.create_publisher(PointCloud2, "camera/depth/points", qos)
         self.joints_pub = self.create_publisher(JointState, "joint_states", qos)
         self.success_pub = self.create_publisher(Bool, "sim/success", 10)
-        self.episode_pub = self.create_publisher(String, "sim/episode", 10)
+        self.episode_pub = self.create_publisher(String, "sim/episode", EPISODE_RESULTS)
         self.create_subscription(Float64MultiArray, "difftori/action", self._on_action, 10)
         self.create_service(Trigger, "sim/reset", self._on_reset)
         self.episode_index = 0

@@ -26,6 +26,7 @@ from sensor_msgs.msg import Image, JointState, PointCloud2
 from std_msgs.msg import Float64MultiArray, String
 
 from difftori_ros import convert
+from difftori_ros.qos import EPISODE_RESULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "door-open-v3-difftori"
@@ -105,7 +106,7 @@ def diag_values(msgs: list[DiagnosticArray]) -> dict[str, str]:
 def test_closed_loop_on_the_simulated_robot(procs: Procs, node: Node, backend: str) -> None:
     episodes: list[dict] = []
     diags: list[DiagnosticArray] = []
-    node.create_subscription(String, "sim/episode", lambda m: episodes.append(json.loads(m.data)), 10)
+    node.create_subscription(String, "sim/episode", lambda m: episodes.append(json.loads(m.data)), EPISODE_RESULTS)
     node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
     procs.start("difftori_ros.sim_robot_node", "episodes:=3", "max_episode_steps:=150")
     procs.start("difftori_ros.controller_node", f"model:={MODEL}", "autostart:=true", f"backend:={backend}")
@@ -290,7 +291,10 @@ def test_controller_and_in_process_evaluation_give_identical_actions(procs: Proc
             raw, *_ = env.step(action)
 
     procs.start(
-        "difftori_ros.controller_node", f"model:={MODEL}", "autostart:=true", "backend:=torch",
+        "difftori_ros.controller_node",
+        f"model:={MODEL}",
+        "autostart:=true",
+        "backend:=torch",
         "max_observation_age_ms:=5000.0",
     )
     actions: list[np.ndarray] = []
@@ -330,7 +334,7 @@ def test_dmc_robot_speaks_joint_states_clock_and_effort_commands(procs: Procs, n
     episodes: list[dict] = []
     node.create_subscription(JointState, "joint_states", states.append, qos_profile_sensor_data)
     node.create_subscription(Clock, "/clock", lambda m: clocks.append(convert.stamp_to_ns(m.clock)), 10)
-    node.create_subscription(String, "sim/episode", lambda m: episodes.append(json.loads(m.data)), 10)
+    node.create_subscription(String, "sim/episode", lambda m: episodes.append(json.loads(m.data)), EPISODE_RESULTS)
     commands = node.create_publisher(Float64MultiArray, "effort_controller/commands", 10)
     assert spin_until(node, lambda: commands.get_subscription_count() > 0, 30)
     efforts = np.sin(np.arange(20) * 0.7)
@@ -368,10 +372,14 @@ def test_model_based_agent_controls_the_dmc_robot_like_in_process(procs: Procs, 
     (expected,) = run_dmc_episodes(load_runner(model), cfg.env, 1, seed=500)
 
     episodes: list[dict] = []
-    node.create_subscription(String, "sim/episode", lambda m: episodes.append(json.loads(m.data)), 10)
+    node.create_subscription(String, "sim/episode", lambda m: episodes.append(json.loads(m.data)), EPISODE_RESULTS)
     procs.start(
-        "difftori_ros.controller_node", f"model:={model}", "autostart:=true", "backend:=torch",
-        "action_topic:=effort_controller/commands", "use_sim_time:=true",
+        "difftori_ros.controller_node",
+        f"model:={model}",
+        "autostart:=true",
+        "backend:=torch",
+        "action_topic:=effort_controller/commands",
+        "use_sim_time:=true",
     )
     client = node.create_client(GetState, "difftori_controller/get_state")
     assert client.wait_for_service(timeout_sec=60)
