@@ -57,6 +57,7 @@ def train(run: Path, data: Path, steps: int, nproc: int) -> None:
         "device=cpu",
         "eval_episodes=0",
         "final_eval_episodes=0",
+        "val_demos=0",
         "log_every=10",
         "checkpoint_every=20",
     ]

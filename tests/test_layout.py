@@ -151,6 +151,7 @@ def test_a_policy_registered_from_a_test_file_trains_saves_loads_and_runs(tmp_pa
             "batch_size=8",
             "eval_episodes=0",
             "final_eval_episodes=0",
+            "val_demos=0",
             "log_every=10",
             "checkpoint_every=30",
         ],

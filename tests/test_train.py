@@ -42,6 +42,7 @@ SMALL = [
     "threads=1",
     "eval_episodes=0",
     "final_eval_episodes=0",
+    "val_demos=1",
     "log_every=5",
 ]
 
@@ -73,6 +74,41 @@ def test_short_training_run_lowers_the_loss_and_writes_its_outputs(dataset: Path
         "step_0000060",
         "step_0000090",
     ]
+
+
+def test_validation_mse_is_measured_at_inference_settings_on_unseen_seeds(dataset: Path, tmp_path: Path) -> None:
+    from difftori_core.config import ConfigError
+    from difftori_core.data.dataset import Dataset
+    from difftori_core.deploy.runner import load_runner
+    from difftori_core.training.validation import ValidationSet
+
+    cfg = config(dataset, tmp_path / "run", "base_steps=20", "cost_steps=10", "eval_every=10")
+    Trainer(cfg).run()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in rows if "val_mse" in r]
+    assert [r["step"] for r in vals] == [10, 20, 30]
+    assert all(set(r["val_mse"]) == {"difftori", "base"} for r in vals)
+    final = json.loads((tmp_path / "run" / "final_eval.json").read_text())["validation_mse"]
+    assert final == vals[-1]["val_mse"]  # the final weights, evaluated the same way
+
+    # Recomputed by hand from the saved model: the executed actions predict_chunk gives (z at its
+    # run-time value), against the held-out demonstrations, in normalized action units.
+    val = Dataset.load(cfg.val_dataset_dir)
+    assert val.meta["info"]["kept_seeds"][0] >= cfg.val_seed
+    policy = load_runner(tmp_path / "run").policy
+    windows = ValidationSet(val, cfg.policy.n_obs_steps, cfg.policy.horizon, list(policy.spec.obs_shapes))
+    n = cfg.policy.n_action_steps
+    for variant in ("difftori", "base"):
+        actions = policy.predict_chunk(windows.obs, variant).actions[:, :n]
+        norm = policy.normalizer.normalize
+        expected = (norm("action", actions) - norm("action", windows.action[:, :n])).square().mean()
+        assert final[variant] == pytest.approx(float(expected), rel=1e-5)
+    policy.train()
+    windows.imitation_mse(policy)
+    assert policy.training  # the measurement leaves the module's mode as it found it
+
+    with pytest.raises(ConfigError, match="shares expert seeds"):
+        Trainer(config(dataset, tmp_path / "bad", "val_seed=0", f"val_dataset={tmp_path / 'val0'}"))
 
 
 def test_killed_run_resumes_exactly(dataset: Path, tmp_path: Path) -> None:

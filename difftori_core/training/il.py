@@ -34,6 +34,7 @@ from difftori_core.policies import Policy, PolicyConfig, PolicySpec, TrainingPha
 from difftori_core.processing import ProcessingSpec
 from difftori_core.training.distributed import Distributed
 from difftori_core.training.evaluation import EvalResult, run_episodes
+from difftori_core.training.validation import ValidationSet
 
 
 @dataclass
@@ -45,11 +46,18 @@ class TrainConfig:
     output_dir: run directory (default `runs/<task>-<policy.type>`).
     base_steps: optimizer steps for the base policy (for mlp_bc/diffusion: all steps).
     cost_steps: DiffTORI only: steps for the learned cost on top of the frozen base.
+    val_demos: held-out expert episodes (seeds from `val_seed`, disjoint from the training
+        seeds) on which every variant's imitation MSE is measured at inference settings at every
+        evaluation; 0 disables validation.
+    val_dataset: their directory (default `<dataset>-val`; collected if missing).
     """
 
     task: str = "door-open-v3"
     dataset: str = ""
     demos: int = 10
+    val_demos: int = 5
+    val_seed: int = 500
+    val_dataset: str = ""
     output_dir: str = ""
     seed: int = 0
     device: str = "auto"
@@ -75,7 +83,7 @@ class TrainConfig:
         self.env.task = self.task
         positive = {k: getattr(self, k) for k in ("batch_size", "log_every", "eval_every", "checkpoint_every")}
         bad = [k for k, v in positive.items() if v <= 0]
-        if bad or self.lr <= 0 or self.base_steps < 0 or self.cost_steps < 0:
+        if bad or self.lr <= 0 or self.base_steps < 0 or self.cost_steps < 0 or self.val_demos < 0:
             raise ValueError(f"invalid training settings {bad or ['lr/steps']}")
 
     @property
@@ -85,6 +93,10 @@ class TrainConfig:
     @property
     def dataset_dir(self) -> Path:
         return Path(self.dataset or f"data/{self.task}")
+
+    @property
+    def val_dataset_dir(self) -> Path:
+        return Path(self.val_dataset or f"{self.dataset_dir}-val")
 
 
 def _plain(data: Any) -> Any:
@@ -104,27 +116,49 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def ensure_dataset(cfg: TrainConfig) -> Dataset:
-    """Load the demonstrations (collecting them first if missing) and check that they were
-    recorded for this task with this config's observation processing."""
-    if not cfg.dataset_dir.exists():
+def ensure_dataset(cfg: TrainConfig, validation: bool = False) -> Dataset:
+    """Load the training (or validation) demonstrations, collecting them first if missing, and
+    check that they were recorded for this task with this config's observation processing."""
+    path, demos, seed = (
+        (cfg.val_dataset_dir, cfg.val_demos, cfg.val_seed) if validation else (cfg.dataset_dir, cfg.demos, cfg.seed)
+    )
+    if not path.exists():
         from difftori_core.data.collect import collect
 
-        tqdm.write(f"[train] no dataset at {cfg.dataset_dir}: collecting {cfg.demos} expert demonstrations")
-        collect(cfg.task, cfg.demos, cfg.dataset_dir, seed=cfg.seed, env=cfg.env, processing=cfg.processing)
-    dataset = Dataset.load(cfg.dataset_dir)
+        what = "validation" if validation else "expert"
+        tqdm.write(f"[train] no dataset at {path}: collecting {demos} {what} demonstrations (seeds from {seed})")
+        collect(cfg.task, demos, path, seed=seed, env=cfg.env, processing=cfg.processing)
+    dataset = Dataset.load(path)
     try:
         recorded = from_dict(ProcessingSpec, dataset.meta["processing"], prefix="processing.")
     except ConfigError as err:
-        raise DatasetError(f"{cfg.dataset_dir / DATASET_META}: field 'processing': {err}") from err
+        raise DatasetError(f"{path / DATASET_META}: field 'processing': {err}") from err
     if recorded != cfg.processing:
         raise ConfigError(
-            f"{cfg.dataset_dir} was processed with {recorded}, but the config asks for {cfg.processing}; "
+            f"{path} was processed with {recorded}, but the config asks for {cfg.processing}; "
             "collect a new dataset (or set processing.* to match)"
         )
     if dataset.meta["env"].get("task") != cfg.task:
-        raise ConfigError(f"{cfg.dataset_dir} holds task {dataset.meta['env'].get('task')!r}, not {cfg.task!r}")
+        raise ConfigError(f"{path} holds task {dataset.meta['env'].get('task')!r}, not {cfg.task!r}")
     return dataset
+
+
+def expert_seeds(dataset: Dataset) -> set[int]:
+    """Every expert seed a collected dataset tried (kept or discarded); empty if not recorded."""
+    info = dataset.meta.get("info", {}) or {}
+    return {int(s) for s in [*info.get("kept_seeds", []), *info.get("discarded_seeds", [])]}
+
+
+def ensure_validation_set(cfg: TrainConfig, train: Dataset) -> Dataset:
+    """The validation demonstrations, refused if they share an initial state with training."""
+    val = ensure_dataset(cfg, validation=True)
+    shared = expert_seeds(train) & expert_seeds(val)
+    if shared:
+        raise ConfigError(
+            f"{cfg.val_dataset_dir} shares expert seeds {sorted(shared)[:5]} with {cfg.dataset_dir}: a validation "
+            "set must hold unseen initial states (set val_seed beyond the training seeds)"
+        )
+    return val
 
 
 def policy_spec(dataset: Dataset, cfg: TrainConfig) -> PolicySpec:
@@ -140,9 +174,12 @@ def policy_spec(dataset: Dataset, cfg: TrainConfig) -> PolicySpec:
 
 
 def _scalars(row: dict[str, Any]) -> dict[str, float]:
-    """TensorBoard scalars of one metrics row: `<phase>/<metric>`, or `eval/success_rate`."""
+    """TensorBoard scalars of one metrics row: `<phase>/<metric>`, `eval/success_rate`, or
+    `val/mse_<variant>`."""
     if "eval_success" in row:
         return {"eval/success_rate": row["eval_success"]}
+    if "val_mse" in row:
+        return {f"val/mse_{variant}": v for variant, v in row["val_mse"].items()}
     return {f"{row['phase']}/{k}": v for k, v in row.items() if k not in ("step", "phase", "elapsed_s")}
 
 
@@ -159,9 +196,10 @@ class Trainer:
         self.dist, self.device = Distributed.from_environment(pick_device(cfg.device))
         if self.dist.is_main:
             self.dataset = ensure_dataset(cfg)
-        self.dist.barrier()  # rank 0 may have collected the dataset
+            val = ensure_validation_set(cfg, self.dataset) if cfg.val_demos else None
+        self.dist.barrier()  # rank 0 may have collected the datasets
         if not self.dist.is_main:
-            self.dataset = ensure_dataset(cfg)
+            self.dataset, val = ensure_dataset(cfg), None
         self.spec = policy_spec(self.dataset, cfg)
         self.policy: Policy = make_policy(cfg.policy, self.spec).to(self.device)
         stats = {"action": self.dataset.arrays["action"]}
@@ -186,6 +224,11 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.history: list[dict[str, Any]] = []
         self.runner = PolicyRunner(self.policy, cfg.processing)
+        self.validation = (
+            ValidationSet(val, cfg.policy.n_obs_steps, cfg.policy.horizon, list(self.spec.obs_shapes))
+            if val is not None
+            else None
+        )
 
     def _adamw(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
@@ -315,6 +358,11 @@ class Trainer:
                 self._log(row, metrics_file, writer)
                 bar.set_postfix(phase=phase, loss=f"{info['loss']:.4f}")
             phase_end = self.step in phase_ends
+            if self.validation is not None and (self.step % self.cfg.eval_every == 0 or phase_end):
+                row = {"step": self.step, "phase": phase, "val_mse": self.validation.evaluate(self.policy)}
+                self._log(row, metrics_file, writer)
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in row["val_mse"].items())
+                tqdm.write(f"[train] step {self.step}: validation MSE {shown} ({len(self.validation)} windows)")
             if self.cfg.eval_episodes > 0 and (self.step % self.cfg.eval_every == 0 or phase_end):
                 # At a phase end the next phase's policy is untrained: evaluate what was trained.
                 variant = "base" if phase_end and "base" in self.policy.variants else None
@@ -350,10 +398,13 @@ class Trainer:
         result: dict[str, Any] = {
             "task": self.cfg.task,
             "policy": self.cfg.policy.type,
+            "base": getattr(getattr(self.policy, "base", None), "type_name", None),  # a wrapper's base type
+            "train_seed": self.cfg.seed,
             "episodes": n,
             "eval_seed": self.cfg.eval_seed,
             "variants": {},
             "per_episode": {},
+            "validation_mse": self.validation.evaluate(self.policy) if self.validation is not None else {},
         }
         if n > 0:
             for variant in self.policy.variants:
@@ -370,7 +421,7 @@ class Trainer:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+        fig, ax = plt.subplots(1, 3, figsize=(15, 3.5))
         for phase, _ in self.phases:
             rows = [r for r in self.history if r.get("phase") == phase.name and "loss" in r]
             if rows:
@@ -383,6 +434,18 @@ class Trainer:
         ax[1].set_ylim(-0.05, 1.05)
         ax[1].set_xlabel("step")
         ax[1].set_ylabel(f"success ({self.cfg.eval_episodes} episodes)")
+        vals = [r for r in self.history if "val_mse" in r]
+        for variant in self.policy.variants:
+            points = [(r["step"], r["val_mse"][variant]) for r in vals if variant in r["val_mse"]]
+            if points:
+                ax[2].plot(*zip(*points, strict=True), "o-", label=variant)
+        for end in sorted(self.phase_ends()):
+            ax[2].axvline(end, color="grey", lw=0.8, ls=":")
+        ax[2].set_xlabel("step")
+        ax[2].set_ylabel("validation MSE (inference settings)")
+        if vals:
+            ax[2].set_yscale("log")
+            ax[2].legend()
         fig.suptitle(f"{self.cfg.task} / {self.cfg.policy.type}")
         fig.tight_layout()
         path = self.run_dir / "learning_curve.png"
