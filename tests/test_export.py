@@ -39,8 +39,10 @@ CASES = [
     ("difftori", {}),
     ("difftori", {"cost_encoder": "own"}),
     ("difftori", {"base": "diffusion"}),
+    ("ibc", {}),
+    ("difftori", {"base": "ibc"}),
 ]
-IDS = ["mlp_bc", "diffusion", "difftori", "difftori-own-encoder", "difftori-diffusion-base"]
+IDS = ["mlp_bc", "diffusion", "difftori", "difftori-own-encoder", "difftori-diffusion-base", "ibc", "difftori-ibc-base"]
 
 
 def saved(tmp_path: Path, kind: str, kw: dict) -> Path:

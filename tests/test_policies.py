@@ -41,6 +41,10 @@ def small_config(kind: str, **difftori: object) -> PolicyConfig:
     if "diffusion" in used:
         cfg.diffusion.down_dims = (16, 32)
         cfg.diffusion.num_inference_steps = 3
+    if "ibc" in used:
+        cfg.ibc.hidden = (32,)
+        cfg.ibc.num_negatives = 16
+        cfg.ibc.inference_samples = 64
     return cfg
 
 
@@ -67,7 +71,7 @@ def fitted(kind: str, **kw: object):
     return policy, b
 
 
-KINDS = ["mlp_bc", "diffusion", "difftori"]
+KINDS = ["mlp_bc", "diffusion", "ibc", "difftori"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -213,3 +217,35 @@ def test_encoder_rejects_wrong_shapes_with_the_key_name() -> None:
         enc({"agent_pos": torch.zeros(3, 1, 5)})
     with pytest.raises(ValueError, match="subset"):
         ObservationEncoder({"depth": [4]}, 1, SMALL)
+
+
+def test_ibc_learns_an_observation_to_action_map_that_dfo_recovers() -> None:
+    spec = PolicySpec(obs_shapes={"agent_pos": [2]}, action_dim=1, action_low=[-1.0], action_high=[1.0])
+    cfg = PolicyConfig(type="ibc", horizon=1, n_obs_steps=1, n_action_steps=1, encoder=SMALL)
+    cfg.ibc.hidden, cfg.ibc.num_negatives, cfg.ibc.inference_samples = (64, 64), 64, 256
+    torch.manual_seed(0)
+    policy = make_policy(cfg, spec)
+    g = torch.Generator().manual_seed(0)
+    obs = torch.rand(1024, 1, 2, generator=g) * 2 - 1
+    action = 0.8 * obs[:, :, :1]  # a = 0.8 x0, x1 is a distractor
+    policy.normalizer.fit({"action": action, "agent_pos": obs})
+    test_obs = {"agent_pos": torch.rand(64, 1, 2, generator=g) * 2 - 1}
+    target = 0.8 * test_obs["agent_pos"][:, :, :1]
+    policy.eval()
+    untrained = (policy.predict_action_chunk(test_obs) - target).abs().mean()
+    policy.train()
+    opt = torch.optim.Adam(policy.parameters(), lr=2e-3)
+    for _ in range(300):
+        idx = torch.randint(0, len(obs), (128,), generator=g)
+        loss, info = policy({"obs": {"agent_pos": obs[idx]}, "action": action[idx]})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    policy.eval()
+    policy.reset()
+    first = policy.predict_action_chunk(test_obs)
+    error = (first - target).abs().mean()
+    assert error < 0.1 < untrained, (float(error), float(untrained))
+    assert info["accuracy"] > 0.2  # the demonstration picked out of 65 candidates
+    policy.reset()  # reseeds the DFO sampler: an episode replays exactly
+    torch.testing.assert_close(policy.predict_action_chunk(test_obs), first)

@@ -51,6 +51,11 @@ class DiffTORIConfig:
     residual_dim / cost_hidden: the learned residual MLP.
     init_scale: the residual's output layer starts scaled by this, so an untrained cost barely
         moves the proposal and training starts from the base policy's performance.
+    proposal_noise: training only: Gaussian noise (normalized action units) added to the base's
+        proposal before the solve. The base was fit on the same demonstrations, so at training
+        time its proposal already sits near the target and the cost learns little; from
+        perturbed starts it must learn a basin that pulls toward the demonstration, which is
+        what it meets at run time, where the base is off on unseen states.
     """
 
     base: str = "mlp_bc"
@@ -61,6 +66,7 @@ class DiffTORIConfig:
     cvae_hidden: tuple[int, ...] = (256,)
     kl_weight: float = 1e-3
     init_scale: float = 0.01
+    proposal_noise: float = 0.0
     solver: SolverConfig = field(default_factory=_default_solver)
 
 
@@ -131,6 +137,9 @@ class DiffTORIPolicy(Policy):
         self.base.eval()  # frozen: no dropout/normalization updates either
         return self
 
+    def reset(self) -> None:
+        self.base.reset()
+
     def base_parameters(self) -> list[nn.Parameter]:
         return list(self.base.parameters())
 
@@ -165,7 +174,10 @@ class DiffTORIPolicy(Policy):
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         obs = batch["obs"]
         target = self.normalizer.normalize("action", batch["action"].float())
-        base_feats, init = self._propose(obs)
+        base_feats, proposal = self._propose(obs)
+        init = proposal
+        if self.config.proposal_noise > 0:
+            init = proposal + self.config.proposal_noise * torch.randn_like(proposal)
         feats = self._cost_features(obs, base_feats)
         mu, logvar = self.posterior(torch.cat([feats, target.flatten(1)], dim=-1)).chunk(2, dim=-1)
         logvar = logvar.clamp(-10.0, 10.0)
@@ -178,7 +190,7 @@ class DiffTORIPolicy(Policy):
             "loss": loss.item(),
             "mse": mse.item(),
             "kl": kl.item(),
-            "base_mse": F.mse_loss(init, target).item(),
+            "base_mse": F.mse_loss(proposal, target).item(),
             "solver_failed": float(info.failed.sum().item()),
         }
 
