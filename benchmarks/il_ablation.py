@@ -40,6 +40,9 @@ VARIANTS: dict[str, list[str]] = {
     ],
     # The cost sees its own features, trained through the optimizer.
     "noise0.3-own": ["policy.difftori.proposal_noise=0.3", "policy.difftori.cost_encoder=own"],
+    "noise0.1-own": ["policy.difftori.proposal_noise=0.1", "policy.difftori.cost_encoder=own"],
+    # The cost trains 3x longer (the reference trains ~1000 epochs).
+    "noise0.1-cost3k": ["policy.difftori.proposal_noise=0.1", "cost_steps=3000"],
     # The reference's chunking: horizon 4, all 4 executed.
     "h4": ["policy.horizon=4", "policy.n_action_steps=4"],
 }

@@ -391,3 +391,53 @@ def test_model_based_agent_controls_the_dmc_robot_like_in_process(procs: Procs, 
     assert spin_until(node, lambda: bool(episodes), 120), "no episode finished"
     assert episodes[0]["steps"] == expected["steps"] == 50
     assert episodes[0]["return"] == pytest.approx(expected["return"], rel=1e-5)
+
+
+def test_model_based_agent_answers_bad_joint_states_with_zero_effort(procs: Procs, node: Node) -> None:
+    """The JointState sensor set of a model-based agent: malformed, non-finite, stale and missing
+    input each publish the effort interface's safe action (zero effort), counted on /diagnostics."""
+    ctl = procs.start(
+        "difftori_ros.controller_node", f"model:={ROOT / 'models' / 'cartpole-swingup-tdmpc'}", "autostart:=true",
+        "backend:=torch", "action_topic:=effort_controller/commands", "max_observation_age_ms:=500.0",
+    )
+    efforts: list[Float64MultiArray] = []
+    diags: list[DiagnosticArray] = []
+    node.create_subscription(Float64MultiArray, "effort_controller/commands", efforts.append, 10)
+    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    joints = node.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
+    names = ["slider", "hinge_1"]
+    clock = node.get_clock()
+
+    def state(positions: list[float], velocities: list[float] | None, age_s: float = 0.0) -> None:
+        stamp = clock.now().nanoseconds - int(age_s * 1e9)
+        joints.publish(convert.numpy_to_joint_state(names[: len(positions)], np.array(positions),
+                                                    None if velocities is None else np.array(velocities), stamp))
+
+    client = node.create_client(GetState, "difftori_controller/get_state")
+    assert client.wait_for_service(timeout_sec=60)
+    assert spin_until(node, lambda: get_state(node) == "active", 60)
+    # Valid states: the planner acts (the pole hangs down, so it pushes).
+    assert spin_until(node, lambda: (state([0.0, 3.1], [0.0, 0.0]), len(efforts) > 3)[1], 30)
+    assert any(abs(m.data[0]) > 1e-3 for m in efforts), [list(m.data) for m in efforts]
+
+    state([0.0], [0.0])  # a joint missing
+    state([0.0, 3.1], None)  # no velocities (the agent needs them)
+    state([0.0, 3.1], [float("nan"), 0.0])  # non-finite
+    spin_until(node, lambda: False, 0.3)
+    state([0.0, 3.1], [0.0, 0.0], age_s=5.0)  # 5 s old
+    n_before = len(efforts)
+    spin_until(node, lambda: False, 1.5)  # dropout: no sensors at all
+    assert ctl.poll() is None, "the controller died"
+    assert len(efforts) > n_before and list(efforts[-1].data) == [0.0]  # safe action: zero effort
+    values: dict[str, str] = {}
+
+    def counted() -> bool:
+        values.update(diag_values(diags))
+        return (
+            int(values.get("malformed_joint_state", 0)) >= 2
+            and int(values.get("nonfinite_input", 0)) >= 1
+            and int(values.get("stale_observation", 0)) >= 1
+        )
+
+    assert spin_until(node, counted, 5), values
+    assert int(values["safe_action_published"]) >= 1
