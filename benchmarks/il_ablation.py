@@ -63,6 +63,7 @@ def train(task: str, variant: str, seed: int, final_episodes: int, threads: int)
         f"threads={threads}",
         "env.max_episode_steps=200",
         "eval_episodes=0",
+        "eval_every=250",  # validation only (no rollouts): cheap, and a finer curve
         f"final_eval_episodes={final_episodes}",
         f"output_dir={out}",
         *VARIANTS[variant],
@@ -96,9 +97,46 @@ def report() -> list[dict]:
             f"{succ.get('base', '-')} | {succ.get('difftori', '-')} |"
         )
     (OUT / "ablation.md").write_text("\n".join(lines) + "\n")
+    plot(sorted({r["task"] for r in rows}))
     (OUT / "ablation.json").write_text(json.dumps(rows, indent=2))
     print("\n".join(lines))
     return rows
+
+
+def plot(tasks: list[str]) -> None:
+    """ablation.png: validation MSE against training step, one panel per task, every variant's
+    refined policy (solid) and the base policy (dashed, the same for every variant of a seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        base_drawn = False
+        for run in sorted((OUT / "runs" / task).glob("*-s*")):
+            metrics = run / "metrics.jsonl"
+            if not metrics.is_file():
+                continue
+            vals = [r for r in map(json.loads, metrics.read_text().splitlines()) if "val_mse" in r]
+            if not vals:
+                continue
+            steps = [r["step"] for r in vals]
+            variant = run.name.rsplit("-s", 1)[0]
+            color = f"C{list(VARIANTS).index(variant) % 10}" if variant in VARIANTS else None
+            ax.plot(steps, [r["val_mse"]["difftori"] for r in vals], ".-", color=color, label=run.name)
+            if not base_drawn:
+                ax.plot(steps, [r["val_mse"]["base"] for r in vals], "k--", label="base policy")
+                base_drawn = True
+        ax.set_title(task)
+        ax.set_xlabel("training step (base phase, then cost phase)")
+        ax.set_ylabel("validation MSE, executed actions (normalized)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(OUT / "ablation.png", dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
