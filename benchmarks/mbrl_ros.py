@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "bench": "mbrl_ros_latency",
                     "model": Path(args.model).name,
-                    "variant": "difftori",
+                    "variant": args.variant,
                     "control_rate_hz": round(1 / period, 2),
                     "ticks": len(lat),
                     "p50_ms": round(float(np.percentile(lat, 50)), 2),

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from rclpy.clock import Clock as SteadyClock
+from rclpy.clock import ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -96,10 +98,13 @@ class DMCRobotNode(Node):
         self._done = True
         self._reset_timer = None
         self._last_publish = time.monotonic()
+        # This node is the source of simulation time, so its own timers run on the steady clock:
+        # on its /clock (use_sim_time) they would wait for the steps they are meant to trigger.
+        self._wall = SteadyClock(clock_type=ClockType.STEADY_TIME)
         if p["step_mode"] == "realtime":
-            self.create_timer(self.dt, lambda: self._step(self._command))
+            self.create_timer(self.dt, lambda: self._step(self._command), clock=self._wall)
         elif p["state_republish_s"] > 0:
-            self.create_timer(p["state_republish_s"] / 2, self._republish_if_waiting)
+            self.create_timer(p["state_republish_s"] / 2, self._republish_if_waiting, clock=self._wall)
         self._start_episode()
 
     # -- episodes ------------------------------------------------------------------------
@@ -123,7 +128,7 @@ class DMCRobotNode(Node):
         self.get_logger().info(f"episode {self.episode_index} (seed {self.seed}): return {self.ret:.1f}")
         self.episode_index += 1
         if self.p["auto_reset"]:
-            self._reset_timer = self.create_timer(self.p["auto_reset_delay_s"], self._start_episode)
+            self._reset_timer = self.create_timer(self.p["auto_reset_delay_s"], self._start_episode, clock=self._wall)
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         if not self._done:
