@@ -356,6 +356,18 @@ def test_dmc_robot_speaks_joint_states_clock_and_effort_commands(procs: Procs, n
     assert robot.poll() is None
 
 
+def test_dmc_robot_on_its_own_simulation_time_repeats_its_state_while_waiting(procs: Procs, node: Node) -> None:
+    """Waiting for the first command, the robot republishes the unchanged state (same stamp),
+    also when it runs on the simulation time it publishes itself (its timers must not wait for
+    that clock to move)."""
+    procs.start("difftori_ros.dmc_robot_node", "task:=cartpole-swingup", "use_sim_time:=true", "state_republish_s:=0.3")
+    states: list[JointState] = []
+    node.create_subscription(JointState, "joint_states", states.append, qos_profile_sensor_data)
+    assert spin_until(node, lambda: len(states) >= 3, 30), f"{len(states)} states"
+    assert {convert.stamp_to_ns(m.header.stamp) for m in states} == {0}
+    assert all(m.position.tolist() == states[0].position.tolist() for m in states)
+
+
 def test_model_based_agent_controls_the_dmc_robot_like_in_process(procs: Procs, node: Node, tmp_path: Path) -> None:
     """A packaged model-based agent in the controller, from JointState to effort commands, on
     simulation time: the episode's return over ROS equals the runner's in-process return."""
