@@ -27,7 +27,6 @@ setup(
         (f"lib/{PACKAGE}", ["ros_bin/controller_node", "ros_bin/sim_robot_node", "ros_bin/dmc_robot_node"]),
     ],
     zip_safe=False,
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "difftori-controller = difftori_ros.controller_node:main",

@@ -217,6 +217,12 @@ class ControllerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Shutdown is reachable from every primary state: an active controller stops control
+        (timer, publishers) before anything else, then whatever was configured is released."""
+        if self._active:
+            self.on_deactivate(state)
+        if self.runner is not None:
+            self.on_cleanup(state)
         return TransitionCallbackReturn.SUCCESS
 
     # -- sensors -------------------------------------------------------------------------

@@ -453,3 +453,10 @@ def test_model_based_agent_answers_bad_joint_states_with_zero_effort(procs: Proc
 
     assert spin_until(node, counted, 5), values
     assert int(values["safe_action_published"]) >= 1
+
+    # Shutdown from active stops control: no effort, not even the safe one, while states arrive.
+    assert change_state(node, Transition.TRANSITION_ACTIVE_SHUTDOWN) and get_state(node) == "finalized"
+    spin_until(node, lambda: False, 0.3)
+    n = len(efforts)
+    spin_until(node, lambda: (state([0.0, 3.1], [0.0, 0.0]), False)[1], 1.5)
+    assert len(efforts) == n, "a finalized controller kept publishing"
