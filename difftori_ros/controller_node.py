@@ -46,6 +46,7 @@ EVENTS = (
     "malformed_joint_state",
     "missing_sensor",
     "stale_observation",
+    "future_observation",
     "nonfinite_input",
     "nonfinite_output",
     "solver_failure",
@@ -263,8 +264,15 @@ class ControllerNode(LifecycleNode):
         self._add(msg.header.stamp, values)
 
     def _add(self, stamp: Any, values: dict[str, np.ndarray]) -> None:
-        """Buffer a message's values (all keys at once, so a set never pairs half a message)."""
+        """Buffer a message's values (all keys at once, so a set never pairs half a message).
+        A stamp further ahead of this node's clock than `max_observation_age_ms` is refused:
+        buffered, it would stay the newest set and silence control until the clock caught up."""
         stamp_ns = convert.stamp_to_ns(stamp)
+        ahead_ns = stamp_ns - self.get_clock().now().nanoseconds
+        if ahead_ns > self.params.max_observation_age_ms * 1e6:
+            err = ValueError(f"stamped {ahead_ns / 1e6:.0f} ms ahead of this node's clock (clocks not synchronized?)")
+            self._reject("future_observation", err)
+            return
         for key, value in values.items():
             self.sync.add(key, stamp_ns, value)
         if self._active and self.params.tick_on_observation:

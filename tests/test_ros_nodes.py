@@ -454,6 +454,17 @@ def test_model_based_agent_answers_bad_joint_states_with_zero_effort(procs: Proc
     assert spin_until(node, counted, 5), values
     assert int(values["safe_action_published"]) >= 1
 
+    # One state stamped 3 s ahead is refused; it must not stay "newest" and silence control.
+    state([0.0, 3.1], [0.0, 0.0], age_s=-3.0)
+    n = len(efforts)
+    assert spin_until(node, lambda: (state([0.0, 3.1], [0.0, 0.0]), len(efforts) > n + 3)[1], 5)
+    assert abs(efforts[-1].data[0]) > 1e-3  # the planner acts again, not the safe action
+    def refused() -> bool:
+        values.update(diag_values(diags))
+        return int(values.get("future_observation", 0)) >= 1
+
+    assert spin_until(node, refused, 5), values
+
     # Shutdown from active stops control: no effort, not even the safe one, while states arrive.
     assert change_state(node, Transition.TRANSITION_ACTIVE_SHUTDOWN) and get_state(node) == "finalized"
     spin_until(node, lambda: False, 0.3)
