@@ -82,16 +82,19 @@ def load_runs(roots: Sequence[Path]) -> list[dict[str, Any]]:
     return runs
 
 
+def method_names(run: dict[str, Any]) -> dict[str, str]:
+    """Variant -> method column: "difftori(<base>)" and "<base> (base)" for a DiffTORI run, each
+    baseline run's own variant otherwise."""
+    if run["policy"] == "difftori":
+        return {"difftori": f"difftori({run['base']})", "base": f"{run['base']} (base)"}
+    return {v: v for v in {**run["success"], **run["outcomes"]}}
+
+
 def method_columns(runs: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[int, float]]:
-    """(task, method, training seed) -> {episode seed: success}. Methods: "difftori(<base>)" and
-    "<base> (base)" from DiffTORI runs, and each baseline run's own variant."""
+    """(task, method, training seed) -> {episode seed: success} (`method_names`)."""
     table: dict[tuple[str, str, int], dict[int, float]] = {}
     for run in runs:
-        if run["policy"] == "difftori":
-            names = {"difftori": f"difftori({run['base']})", "base": f"{run['base']} (base)"}
-        else:
-            names = {v: v for v in run["outcomes"]}
-        for variant, method in names.items():
+        for variant, method in method_names(run).items():
             if variant in run["outcomes"]:
                 table[(run["task"], method, run["train_seed"])] = run["outcomes"][variant]
     return table
@@ -141,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         success[(task, method)].append(float(np.mean(list(eps.values()))))
     for run in runs:
         if run["policy"] == "difftori" and not run["outcomes"]:
+            names = method_names(run)
             for variant, rate in run["success"].items():
-                method = f"difftori({run['base']})" if variant == "difftori" else f"{run['base']} (base)"
-                success[(run["task"], method)].append(rate)
+                success[(run["task"], names[variant])].append(rate)
     methods = sorted({m for _, m in success}, key=lambda m: (not m.endswith("(base)"), m))
     ci = comparisons(table, tasks)
 

@@ -392,6 +392,16 @@ class Trainer:
         for k, v in _scalars(row).items():
             writer.add_scalar(k, v, row["step"])
 
+    def final_validation(self) -> dict[str, float]:
+        """Validation MSE of the final weights: the last logged row when it was taken at this
+        step (a run ending on an evaluation step), else measured now."""
+        if self.validation is None:
+            return {}
+        last = next((r for r in reversed(self.history) if "val_mse" in r), None)
+        if last is not None and last["step"] == self.step:
+            return last["val_mse"]
+        return self.validation.evaluate(self.policy)
+
     def final_evaluation(self) -> dict[str, Any]:
         """Every variant of the policy on the same seeded episodes; per-episode outcomes kept."""
         n = self.cfg.final_eval_episodes
@@ -404,7 +414,7 @@ class Trainer:
             "eval_seed": self.cfg.eval_seed,
             "variants": {},
             "per_episode": {},
-            "validation_mse": self.validation.evaluate(self.policy) if self.validation is not None else {},
+            "validation_mse": self.final_validation(),
         }
         if n > 0:
             for variant in self.policy.variants:
