@@ -68,6 +68,8 @@ def load_runs(roots: Sequence[Path]) -> list[dict[str, Any]]:
             if "checkpoints" in path.parts:
                 continue
             result = json.loads(path.read_text())
+            if "policy" not in result:  # a model-based RL result (its planners have no IL table)
+                continue
             runs.append(
                 {
                     "path": str(path),
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = sorted({m for _, m in success}, key=lambda m: (not m.endswith("(base)"), m))
     ci = comparisons(table, tasks)
 
-    print("| task | difficulty (DP3) | " + " | ".join(methods) + " | " + " | ".join(ci) + " |")
+    print("| " + " | ".join(["task", "difficulty (DP3)", *methods, *ci]) + " |")
     print("|---|---|" + "---|" * (len(methods) + len(ci)))
     summary: dict[str, Any] = {"tasks": {}, "over_tasks": {}}
     for task in tasks:

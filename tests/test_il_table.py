@@ -63,6 +63,9 @@ def test_table_pairs_variants_by_episode_and_reports_cis(tmp_path: Path, capsys:
         # DiffTORI succeeds on every episode its base fails, and on none more.
         write_run(tmp_path, "push-v3", "difftori", seed, {"difftori": [True] * 4, "base": [True, True, False, False]})
         write_run(tmp_path, "push-v3", "ibc", seed, {"ibc": [False] * 4})
+    rl = tmp_path / "cartpole-swingup-tdmpc"  # a model-based RL result lies among them: skipped
+    rl.mkdir()
+    (rl / "final_eval.json").write_text(json.dumps({"task": "cartpole-swingup", "planner": "difftori", "return": 8.0}))
     out = tmp_path / "table.json"
     assert il_table.main([str(tmp_path), "--json", str(out), "--boot", "500"]) == 0
     printed = capsys.readouterr().out
