@@ -340,15 +340,20 @@ def test_dmc_robot_speaks_joint_states_clock_and_effort_commands(procs: Procs, n
     efforts = np.sin(np.arange(20) * 0.7)
     commands.publish(convert.action_to_float64_multiarray(np.array([0.1, 0.2])))  # wrong length: ignored
     commands.publish(Float64MultiArray(data=[float("nan")]))  # NaN: ignored
+    def newest_stamp() -> int:
+        return max((convert.stamp_to_ns(m.header.stamp) for m in states), default=-1)
+
+    # While waiting the robot repeats its state (same stamp), so a step's answer is a newer stamp.
     for i, e in enumerate(efforts):
-        n = len(states)
+        before = newest_stamp()
         commands.publish(convert.action_to_float64_multiarray(np.array([e])))
-        assert spin_until(node, lambda n=n: len(states) > n, 10), f"no joint state after command {i}"
+        assert spin_until(node, lambda b=before: newest_stamp() > b, 10), f"no joint state after command {i}"
     assert spin_until(node, lambda: bool(episodes), 10)
-    assert states[-1].name == ["slider", "hinge_1"] and len(states[-1].velocity) == 2
+    newest = max(states, key=lambda m: convert.stamp_to_ns(m.header.stamp))
+    assert newest.name == ["slider", "hinge_1"] and len(newest.velocity) == 2
     steps_ns = np.diff(sorted(set(clocks)))
     assert len(steps_ns) >= 19 and np.allclose(steps_ns, 50 * 0.01 * 1e9)  # 50 steps of 10 ms per command
-    assert convert.stamp_to_ns(states[-1].header.stamp) == max(clocks)
+    assert convert.stamp_to_ns(newest.header.stamp) == max(clocks)
     with DMCEnv(DMCEnvConfig(task="cartpole-swingup", action_repeat=50)) as env:
         env.reset(seed=7)
         expected = sum(env.step(np.array([e]))[1] for e in efforts)
