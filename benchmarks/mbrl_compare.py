@@ -47,18 +47,22 @@ def run_dir(runs: Path, task: str, planner: str, seed: int) -> Path:
     return runs / f"{task}-{planner}-s{seed}"
 
 
-def run(task: str, planner: str, seed: int, runs: Path, steps: int | None, extra: list[str]) -> None:
-    out = run_dir(runs, task, planner, seed)
+def train(task: str, seed: int, out: Path, steps: int | None, overrides: list[str]) -> None:
+    """One resumable training run of `config/rl/<task>.yaml` into `out` (skipped when finished)."""
     if (out / "final_eval.json").is_file():
         print(f"[mbrl] done already: {out}", flush=True)
         return
     cmd = [
         sys.executable, "-m", "difftori_core.train", "--config", str(ROOT / "config" / "rl" / f"{task}.yaml"),
-        f"planner={planner}", f"seed={seed}", f"output_dir={out}", *([f"steps={steps}"] if steps else []), *extra,
+        f"seed={seed}", f"output_dir={out}", *([f"steps={steps}"] if steps else []), *overrides,
     ]
     print(f"[mbrl] {' '.join(cmd[2:])}", flush=True)
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+
+
+def run(task: str, planner: str, seed: int, runs: Path, steps: int | None, extra: list[str]) -> None:
+    train(task, seed, run_dir(runs, task, planner, seed), steps, [f"planner={planner}", *extra])
 
 
 def load_rows(path: Path) -> list[dict]:

@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             "weight": torch.ones(B),
         }
         for with_pg in (False, True):
-            ms = median_ms(lambda with_pg=with_pg: agent.update(batch, with_difftori=with_pg), max(3, repeats // 3))
+            weight = float(with_pg)
+            ms = median_ms(lambda weight=weight: agent.update(batch, difftori_weight=weight), max(3, repeats // 3))
             what = "update_ms_tdmpc_losses" + ("_plus_difftori_loss" if with_pg else "")
             print(json.dumps({**base, "what": what, "batch": B, "pg_batch": cfg.pg_batch, "ms": round(ms, 2)}))
     return 0

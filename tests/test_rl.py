@@ -126,7 +126,7 @@ def test_both_planners_act_within_bounds_and_the_losses_decrease() -> None:
     batch = fake_batch(agent)
     first = None
     for _ in range(60):
-        info, priority = agent.update(batch, with_difftori=False)
+        info, priority = agent.update(batch, difftori_weight=0.0)
         first = first or info
     assert priority.shape == (8,) and (priority >= 0).all()
     for key in ("consistency_loss", "reward_loss", "value_loss", "critic_loss"):
@@ -149,6 +149,31 @@ def test_following_the_gradient_through_the_optimizer_lowers_the_difftori_loss()
         optim.step()
         losses.append(float(loss))
     assert losses[-1] < losses[0] - 0.05 * abs(losses[0]), losses
+
+
+def test_policy_gradient_schedule_starts_late_ramps_and_weights_the_loss() -> None:
+    cfg = RLTrainConfig(warmup_steps=1000, pg_start_steps=4000, pg_ramp_steps=2000)
+    assert [cfg.difftori_weight(s) for s in (0, 3999, 4000, 5000, 6000, 9000)] == [0, 0, 0, 0.5, 1, 1]
+    assert RLTrainConfig(warmup_steps=1000).difftori_weight(1000) == 1.0  # default: at warm-up's end
+    with pytest.raises(ValueError, match="pg_ramp_steps"):
+        RLTrainConfig(pg_ramp_steps=-1)
+    # The weight scales DiffTORI's loss in the step: weight 0 leaves it out, 0.5 halves its gradient.
+    batch = fake_batch(agent := tiny_agent())
+    assert "difftori_loss" not in agent.update(batch, difftori_weight=0.0)[0]
+    grads = []
+    for weight in (1.0, 0.5):
+        torch.manual_seed(0)  # the same initial weights for both
+        agent = tiny_agent()
+        agent.cfg.consistency_coef = agent.cfg.reward_coef = agent.cfg.value_coef = 0.0
+        agent.cfg.grad_clip = 1e9
+        captured = {}
+        agent.model_optim.step = lambda captured=captured, agent=agent: captured.update(
+            g=agent.model.reward.linears[0].weight.grad.clone()
+        )
+        info, _ = agent.update(batch, difftori_weight=weight)
+        assert info["difftori_weight"] == weight
+        grads.append(captured["g"])
+    torch.testing.assert_close(grads[1], 0.5 * grads[0])
 
 
 def test_a_failed_solve_falls_back_to_the_prior_and_is_reported() -> None:

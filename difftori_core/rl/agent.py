@@ -131,9 +131,10 @@ class Agent(nn.Module):
     def _encode(self, obs: Tensor, target: bool = False) -> Tensor:
         return (self.model.target_encoder if target else self.model.encoder)(obs)
 
-    def update(self, batch: dict[str, Tensor], with_difftori: bool = True) -> tuple[dict[str, float], Tensor]:
+    def update(self, batch: dict[str, Tensor], difftori_weight: float = 1.0) -> tuple[dict[str, float], Tensor]:
         """One gradient step on a replayed batch (TD-MPC's time-major layout). Returns the
-        logged losses and the new PER priorities (B,)."""
+        logged losses and the new PER priorities (B,). `difftori_weight` scales DiffTORI's loss
+        (`difftori_coef` x weight; the trainer's schedule, 0 during warm-up: not computed)."""
         cfg, m = self.cfg, self.model
         obs, action, reward, weight = batch["obs"], batch["action"], batch["reward"], batch["weight"]
         H = action.shape[0]
@@ -163,10 +164,10 @@ class Agent(nn.Module):
             "value_loss": float(value_loss.detach().mean()),
         }
         loss = model_loss
-        if self.critic is not None and with_difftori:
+        if self.critic is not None and difftori_weight > 0:
             pg, pg_info = self.difftori_loss(obs[0][: cfg.pg_batch])
-            loss = loss + cfg.difftori_coef * pg
-            info.update(pg_info)
+            loss = loss + cfg.difftori_coef * difftori_weight * pg
+            info.update(pg_info, difftori_weight=difftori_weight)
         self.model_optim.zero_grad(set_to_none=True)
         params = m.model_parameters()
         loss.backward(inputs=params)

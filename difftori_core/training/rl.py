@@ -66,6 +66,9 @@ class RLTrainConfig:
     steps: simulator steps (agent steps x action repeat).
     seed_episodes: episodes of uniform random actions before planning starts.
     warmup_steps: DiffTORI only: simulator steps acting with the sampling planner.
+    pg_start_steps / pg_ramp_steps: DiffTORI only: the policy-gradient loss joins the updates at
+        `pg_start_steps` (-1: at `warmup_steps`) and its weight rises linearly from 0 to
+        `agent.difftori_coef` over the next `pg_ramp_steps` simulator steps (0: at once).
     eval_every: simulator steps between evaluations; eval_episodes / final_eval_episodes.
     checkpoint_every: episodes between checkpoints.
     """
@@ -79,6 +82,8 @@ class RLTrainConfig:
     threads: int = 1
     seed_episodes: int = 5
     warmup_steps: int = 6000
+    pg_start_steps: int = -1
+    pg_ramp_steps: int = 0
     eval_every: int = 10_000
     eval_episodes: int = 5
     final_eval_episodes: int = 10
@@ -100,6 +105,20 @@ class RLTrainConfig:
             raise ValueError("steps, eval_every, checkpoint_every and seed_episodes must be positive")
         if self.updates_per_step <= 0:
             raise ValueError(f"updates_per_step must be positive, got {self.updates_per_step}")
+        if self.pg_start_steps < -1 or self.pg_ramp_steps < 0:
+            raise ValueError(
+                f"pg_start_steps must be >= 0 (or -1: at warmup_steps) and pg_ramp_steps >= 0, "
+                f"got {self.pg_start_steps} and {self.pg_ramp_steps}"
+            )
+
+    def difftori_weight(self, env_steps: int) -> float:
+        """The policy-gradient loss's schedule: 0 before its start, then a linear ramp to 1."""
+        start = self.warmup_steps if self.pg_start_steps < 0 else self.pg_start_steps
+        if env_steps < start:
+            return 0.0
+        if self.pg_ramp_steps == 0:
+            return 1.0
+        return min(1.0, (env_steps - start) / self.pg_ramp_steps)
 
     @property
     def run_dir(self) -> Path:
@@ -178,12 +197,12 @@ class RLTrainer:
             return {}
         n = cfg.seed_episodes * self.L if self.episode == cfg.seed_episodes else self.L
         n = max(1, round(n * cfg.updates_per_step))
-        with_pg = self.env_steps >= cfg.warmup_steps
+        weight = cfg.difftori_weight(self.env_steps)
         sums: dict[str, float] = {}
         t0 = time.perf_counter()
         for _ in range(n):
             batch = self.buffer.sample(cfg.agent.batch_size, self.device)
-            info, priority = self.agent.update(batch, with_difftori=with_pg)
+            info, priority = self.agent.update(batch, difftori_weight=weight)
             self.buffer.update_priorities(batch["index"], priority)
             for k, v in info.items():
                 sums[k] = sums.get(k, 0.0) + v
