@@ -50,9 +50,8 @@ def report(task: str, variants: list[str], seeds: list[int], runs: Path, out: Pa
         for seed in seeds:
             path = runs / f"{name}-s{seed}"
             rows = [r for r in load_rows(path) if "eval_return" in r]
-            if rows:
+            if rows and (path / "final_eval.json").is_file():  # finished runs only: whole curves
                 curves.append({r["env_steps"]: r["eval_return"] for r in rows})
-            if (path / "final_eval.json").is_file():
                 finals[seed] = json.loads((path / "final_eval.json").read_text())["return"]
         if not curves:
             continue

@@ -43,7 +43,15 @@ KEYS = ("point_cloud", "image", "agent_pos", "joint_velocity")
 
 
 class ProcessingError(ValueError):
-    """A raw observation cannot be turned into policy input (the message names the key and the problem)."""
+    """A raw observation cannot be turned into policy input (the message names the key and the problem).
+
+    `kind` says which: "nonfinite_input" (NaN/Inf values, a cloud with no finite point),
+    "empty_workspace" (finite points, none inside the crop box: a frame or calibration problem),
+    "invalid_input" (missing keys, wrong shapes or types)."""
+
+    def __init__(self, message: str, kind: str = "invalid_input") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass
@@ -165,10 +173,13 @@ class ObservationProcessor:
         keep = finite & (pts >= self._lo).all(axis=1) & (pts <= self._hi).all(axis=1)
         if not keep.any():
             if n_finite == 0:
-                raise ProcessingError(f"point_cloud has no finite points ({len(pts)} points, all NaN/Inf or empty)")
+                raise ProcessingError(
+                    f"point_cloud has no finite points ({len(pts)} points, all NaN/Inf or empty)", "nonfinite_input"
+                )
             raise ProcessingError(
                 f"point_cloud: none of its {n_finite} finite points lies inside the workspace box "
-                f"{self.spec.crop_min}..{self.spec.crop_max} (base frame, metres): wrong frame or calibration?"
+                f"{self.spec.crop_min}..{self.spec.crop_max} (base frame, metres): wrong frame or calibration?",
+                "empty_workspace",
             )
         pts = pts[keep]
         if not sample:
@@ -202,7 +213,9 @@ class ObservationProcessor:
             raise ProcessingError(f"{key} must be a non-empty numeric (D,) vector, got {p.dtype} {p.shape}")
         p = p.astype(np.float32)
         if not np.isfinite(p).all():
-            raise ProcessingError(f"{key} contains NaN/Inf at index {np.flatnonzero(~np.isfinite(p)).tolist()}")
+            raise ProcessingError(
+                f"{key} contains NaN/Inf at index {np.flatnonzero(~np.isfinite(p)).tolist()}", "nonfinite_input"
+            )
         return p
 
 

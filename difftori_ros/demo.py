@@ -1,12 +1,15 @@
 """The main job: the shipped DiffTORI policy controlling the simulated robot over ROS 2.
 
-    python -m difftori_ros.demo [--episodes 10] [--model models/door-open-v3-difftori] [--out outputs/ros_demo]
+    python -m difftori_ros.demo [--episodes 10] [--model door-open-v3-difftori] [--interface twist]
+        [--out outputs/ros_demo]
 
 Starts the simulated robot and the controller as separate processes that talk over DDS on
-loopback (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a domain id of its own), runs seeded
-episodes, prints the success rate and the controller's tick latency (sensor stamp to action
-publication, p50/p99 from /diagnostics), writes `episodes.json`, `demo.png` and a GIF of the
-first episode, and shuts both nodes down with SIGINT.
+loopback (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a domain id of its own), on the robot's
+simulation time (/clock), with the cloud in the camera's optical frame and the controller
+transforming it by the camera extrinsic, commands as Float64MultiArray or (`--interface twist`)
+TwistStamped + gripper; runs seeded episodes, prints the success rate and the controller's tick
+latency (p50/p99 from /diagnostics), writes `episodes.json`, `demo.png` and a GIF of the first
+episode, and shuts both nodes down with SIGINT.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from difftori_ros.qos import EPISODE_RESULTS
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--model", default="models/door-open-v3-difftori")
+    parser.add_argument("--model", default="door-open-v3-difftori", help="an installed model's name or a path")
+    parser.add_argument("--interface", default="float64_array", choices=["float64_array", "twist"])
     parser.add_argument("--task", default=None, help="default: the model's task")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=20.0, help="control rate, Hz")
@@ -38,21 +42,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
 
-    from difftori_core.checkpoint import CheckpointError, read_model
+    from difftori_core.artifacts import ArtifactError
+    from difftori_ros.sim_selection import ros_args, simulated_robot
 
     try:
-        task = args.task or read_model(args.model).task
-    except CheckpointError as err:
+        robot = simulated_robot(args.model, args.task or "", args.interface)
+    except (ArtifactError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if robot.executable != "sim_robot_node":
+        print(f"error: {args.model} is not a MetaWorld policy (use benchmarks/mbrl_ros.py for agents)", file=sys.stderr)
+        return 2
+    task = robot.robot_parameters["task"]
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 200))
     env = dict(os.environ)
     gif = args.out / "episode0.gif"
     nodes = {
-        "sim_robot": [f"task:={task}", f"seed:={args.seed}", f"episodes:={args.episodes}", f"gif_path:={gif}"],
-        "controller": [f"model:={args.model}", f"control_rate_hz:={args.rate}", "autostart:=true"],
+        "sim_robot": [*ros_args(robot.robot_parameters), f"seed:={args.seed}", f"episodes:={args.episodes}",
+                      f"gif_path:={gif}"],
+        "controller": [*ros_args(robot.controller_parameters), f"model:={args.model}",
+                       f"control_rate_hz:={args.rate}", "autostart:=true"],
     }
     procs = []
     for name, params in nodes.items():
@@ -61,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["-p", p]
         log = open(args.out / f"{name}.log", "w")  # noqa: SIM115 (lives as long as the process)
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
-    print(f"[demo] {task}: {args.episodes} episodes, model {args.model}, ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}")
+    print(
+        f"[demo] {task}: {args.episodes} episodes, model {args.model}, commands {args.interface}, "
+        f"simulation time, ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}"
+    )
 
     episodes: list[dict] = []
     latency: list[dict] = []

@@ -115,6 +115,8 @@ class DMCRobotNode(Node):
             self._reset_timer = None
         if self.p["episodes"] and self.episode_index >= self.p["episodes"]:
             return
+        if self.episode_index > 0:  # a reset takes time: the next episode's stamps say so
+            self.sim_time_ns += round(self.p["auto_reset_delay_s"] * 1e9)
         self.seed = self.p["seed"] + self.episode_index
         self.obs = self.env.reset(seed=self.seed)
         self.steps, self.ret, self._done = 0, 0.0, False

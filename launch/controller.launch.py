@@ -1,10 +1,13 @@
 """Start the DiffTORI controller, and the simulated robot the model needs when use_sim:=true.
 
-    ros2 launch difftori_ros controller.launch.py [model:=...] [params_file:=...] [device:=auto|cpu|cuda]
-        [backend:=auto|torch|onnxruntime] [use_sim:=true] [task:=<override the model's task>]
+    ros2 launch difftori_ros controller.launch.py [model:=<installed name or path>] [params_file:=...]
+        [device:=auto|cpu|cuda] [backend:=auto|torch|onnxruntime] [use_sim:=true]
+        [task:=<override the model's task>] [command_interface:=float64_array|twist]
 
 The controller is a lifecycle node; `autostart` configures and activates it at startup (set it to
-false to drive the transitions from a lifecycle manager instead). With use_sim:=true the model
+false to drive the transitions from a lifecycle manager instead). With autostart, a controller
+that cannot configure logs why and exits, and the launch shuts down with it (never a silent,
+unconfigured node). With use_sim:=true the model
 decides the robot (`difftori_ros.sim_selection`): the MetaWorld cell for an imitation policy, the
 DeepMind Control robot (efforts, simulation time) for a model-based agent.
 """
@@ -15,7 +18,7 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 
 
@@ -25,7 +28,8 @@ def nodes(context: Any, *args: Any, **kwargs: Any) -> list[Any]:
 
     model = LaunchConfiguration("model").perform(context)
     use_sim = LaunchConfiguration("use_sim").perform(context).lower() in ("true", "1")
-    robot = simulated_robot(model, LaunchConfiguration("task").perform(context)) if use_sim else None
+    interface = LaunchConfiguration("command_interface").perform(context)
+    robot = simulated_robot(model, LaunchConfiguration("task").perform(context), interface) if use_sim else None
     controller = LifecycleNode(
         package="difftori_ros",
         executable="controller_node",
@@ -39,9 +43,11 @@ def nodes(context: Any, *args: Any, **kwargs: Any) -> list[Any]:
                 "device": LaunchConfiguration("device"),
                 "backend": LaunchConfiguration("backend"),
                 "autostart": LaunchConfiguration("autostart"),
+                "command_interface": interface,
             },
             robot.controller_parameters if robot else {},
         ],
+        on_exit=Shutdown(reason="the controller exited (if at startup: it could not configure, see its log)"),
     )
     if robot is None:
         return [controller]
@@ -59,8 +65,13 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument(
                 "model",
-                default_value="models/door-open-v3-difftori",
-                description="model folder, checkpoint or run directory",
+                default_value="door-open-v3-difftori",
+                description="an installed model's name, or a model folder, checkpoint or run directory",
+            ),
+            DeclareLaunchArgument(
+                "command_interface",
+                default_value="float64_array",
+                description="float64_array | twist | joint_trajectory",
             ),
             DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda[:N]"),
             DeclareLaunchArgument(

@@ -36,6 +36,15 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating virtual environment $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
+# `ros2 run` / `ros2 launch` (from a sourced ROS 2 installation) find packages through
+# AMENT_PREFIX_PATH; a pip install puts this one's ament index under the venv prefix, so the
+# venv's activate script adds it there.
+if ! grep -q "difftori: ament prefix" "$VENV/bin/activate"; then
+  cat >> "$VENV/bin/activate" <<'ACTIVATE'
+# difftori: ament prefix (ros2 run difftori_ros ... finds the package installed in this venv)
+export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+ACTIVATE
+fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # Some machines' pip.conf names local wheel mirrors that do not exist; pip then warns once per
 # install ("Location ... is ignored"). The warning is harmless, so keep it out of the log.

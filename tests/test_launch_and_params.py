@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 from pathlib import Path
 
 import yaml
@@ -57,7 +58,7 @@ def test_launch_file_starts_installed_executables_with_known_parameters() -> Non
         for key in node.keys
         if isinstance(key, ast.Constant)
     }
-    assert passed == {"model", "device", "backend", "autostart"} and passed <= fields
+    assert passed == {"model", "device", "backend", "autostart", "command_interface"} and passed <= fields
 
 
 def test_the_model_decides_which_simulated_robot_the_launch_starts(tmp_path: Path) -> None:
@@ -72,7 +73,11 @@ def test_the_model_decides_which_simulated_robot_the_launch_starts(tmp_path: Pat
 
     il = simulated_robot(str(ROOT / "models" / "door-open-v3-difftori"))
     assert il.executable == "sim_robot_node" and il.robot_parameters["task"] == "door-open-v3"
-    assert il.controller_parameters == {}
+    # The MetaWorld cell: simulation time, the cloud in the camera's optical frame and its extrinsic.
+    assert il.controller_parameters["use_sim_time"] and il.controller_parameters["points_frame"]
+    assert set(il.controller_parameters) - {"use_sim_time"} <= {f.name for f in dataclasses.fields(ControllerParams)}
+    twist = simulated_robot("door-open-v3-difftori", command_interface="twist")  # by name, too
+    assert twist.robot_parameters["command_interface"] == twist.controller_parameters["command_interface"] == "twist"
 
     spec = PolicySpec({"agent_pos": [2], "joint_velocity": [2]}, 1, [-1.0], [1.0], ["slide"])
     section = TDMPCPolicyConfig(AgentConfig(model=WorldModelConfig(16, 16, 16)), [False, True], [False, False])
@@ -94,8 +99,9 @@ def test_params_yaml_lists_exactly_the_node_parameters_with_valid_values() -> No
     params = data["difftori_controller"]["ros__parameters"]
     fields = {f.name for f in dataclasses.fields(ControllerParams)}
     assert set(params) == fields
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
-    ControllerParams(**values).validate()  # the shipped defaults are valid
+    ControllerParams.from_values(params).validate()  # the shipped defaults are valid
+    defaults = {f.name: f.default for f in dataclasses.fields(ControllerParams)}
+    assert ControllerParams.from_values(params) == ControllerParams(**defaults)  # the file shows the defaults
 
 
 def test_package_is_registered_for_the_ament_index() -> None:
@@ -136,3 +142,21 @@ def test_pip_install_puts_executables_and_ament_index_where_ros2_looks(tmp_path:
     share = prefix / "share" / "difftori_ros"
     for rel in ("package.xml", "launch/controller.launch.py", "config/controller.yaml"):
         assert (share / rel).is_file(), rel
+    # The shipped models, found by name through the prefix (AMENT_PREFIX_PATH), from any directory.
+    assert (share / "models" / "door-open-v3-difftori" / "model.safetensors").is_file()
+    code = "from difftori_ros.models import resolve_model; print(resolve_model('push-v3-difftori'))"
+    env = {**os.environ, "AMENT_PREFIX_PATH": str(prefix)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert out.stdout.strip() == str(share / "models" / "push-v3-difftori"), out.stderr
+    # An installed executable runs with its prefix's interpreter (as in a venv), not PATH's python3;
+    # with autostart, a controller that cannot configure says why and exits 1.
+    (prefix / "bin").mkdir(exist_ok=True)
+    (prefix / "bin" / "python3").symlink_to(sys.executable)
+    out = subprocess.run(
+        [str(prefix / "lib" / "difftori_ros" / "controller_node"), "--ros-args", "-p", "model:=/nonexistent",
+         "-p", "autostart:=true"],
+        env={**os.environ, "PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(sys.path)},
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "configure failed" in out.stdout + out.stderr and "'/nonexistent'" in out.stdout + out.stderr

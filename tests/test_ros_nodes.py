@@ -7,19 +7,13 @@ to them from an rclpy node in the test process.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState, GetState
+from lifecycle_msgs.srv import GetState
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState, PointCloud2
@@ -27,79 +21,17 @@ from std_msgs.msg import Float64MultiArray, String
 
 from difftori_ros import convert
 from difftori_ros.qos import EPISODE_RESULTS
-
-ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "models" / "door-open-v3-difftori"
-
-
-@pytest.fixture()
-def ros_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    domain = str(100 + (os.getpid() + int(time.monotonic() * 1000)) % 100)
-    env = {**os.environ, "ROS_DOMAIN_ID": domain, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
-    old = os.environ.get("ROS_DOMAIN_ID")
-    os.environ["ROS_DOMAIN_ID"] = domain
-    yield env
-    if old is None:
-        os.environ.pop("ROS_DOMAIN_ID", None)
-    else:
-        os.environ["ROS_DOMAIN_ID"] = old
-
-
-class Procs:
-    def __init__(self, env: dict[str, str], logdir: Path) -> None:
-        self.env, self.logdir, self.procs = env, logdir, []
-
-    def start(self, module: str, *params: str) -> subprocess.Popen:
-        args = [sys.executable, "-m", module, "--ros-args"]
-        for p in params:
-            args += ["-p", p]
-        log = open(self.logdir / f"{module.split('.')[-1]}-{len(self.procs)}.log", "w")  # noqa: SIM115
-        proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(2)  # SIGINT: clean shutdown
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-@pytest.fixture()
-def procs(ros_env: dict[str, str], tmp_path: Path) -> Iterator[Procs]:
-    p = Procs(ros_env, tmp_path)
-    yield p
-    p.stop()
-
-
-@pytest.fixture()
-def node(ros_env: dict[str, str]) -> Iterator[Node]:
-    rclpy.init()
-    n = rclpy.create_node("difftori_test_client")
-    yield n
-    n.destroy_node()
-    rclpy.shutdown()
-
-
-def spin_until(node: Node, done: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.05)
-        if done():
-            return True
-    return False
-
-
-def diag_values(msgs: list[DiagnosticArray]) -> dict[str, str]:
-    for arr in reversed(msgs):
-        for status in arr.status:
-            if "difftori_controller" in status.name:
-                return {kv.key: kv.value for kv in status.values}
-    return {}
+from tests.ros_harness import (
+    MODEL,
+    ROOT,
+    Procs,
+    change_state,
+    diag_values,
+    get_state,
+    image_model,
+    publish_sensors,
+    spin_until,
+)
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
@@ -108,8 +40,15 @@ def test_closed_loop_on_the_simulated_robot(procs: Procs, node: Node, backend: s
     diags: list[DiagnosticArray] = []
     node.create_subscription(String, "sim/episode", lambda m: episodes.append(json.loads(m.data)), EPISODE_RESULTS)
     node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
-    procs.start("difftori_ros.sim_robot_node", "episodes:=3", "max_episode_steps:=150")
-    procs.start("difftori_ros.controller_node", f"model:={MODEL}", "autostart:=true", f"backend:={backend}")
+    # The cell as the launch file and the demo start it: simulation time, the cloud in the
+    # camera's optical frame, transformed by the controller with the camera extrinsic.
+    from difftori_ros.sim_selection import ros_args, simulated_robot
+
+    robot = simulated_robot(str(MODEL))
+    procs.start("difftori_ros.sim_robot_node", *ros_args(robot.robot_parameters), "episodes:=3",
+                "max_episode_steps:=150")
+    procs.start("difftori_ros.controller_node", *ros_args(robot.controller_parameters), f"model:={MODEL}",
+                "autostart:=true", f"backend:={backend}")
     assert spin_until(node, lambda: len(episodes) >= 3, timeout=150), f"episodes: {episodes}"
     assert spin_until(node, lambda: int(diag_values(diags).get("actions_published", 0)) > 0, timeout=5)
     # The shipped model opens the door through ROS as it does in-process.
@@ -117,31 +56,6 @@ def test_closed_loop_on_the_simulated_robot(procs: Procs, node: Node, backend: s
     values = diag_values(diags)
     assert float(values["latency_p50_ms"]) > 0
     assert all(p.poll() is None for p in procs.procs)
-
-
-def change_state(node: Node, transition: int) -> bool:
-    client = node.create_client(ChangeState, "difftori_controller/change_state")
-    assert client.wait_for_service(timeout_sec=20)
-    future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
-    assert spin_until(node, future.done, timeout=60)
-    return future.result().success
-
-
-def get_state(node: Node) -> str:
-    client = node.create_client(GetState, "difftori_controller/get_state")
-    assert client.wait_for_service(timeout_sec=20)
-    future = client.call_async(GetState.Request())
-    assert spin_until(node, future.done, timeout=10)
-    return future.result().current_state.label
-
-
-def publish_sensors(node: Node, pubs: dict, stamp_ns: int, points: np.ndarray | None = None) -> None:
-    rng = np.random.default_rng(stamp_ns % 1000)
-    if points is None:
-        points = rng.uniform([-0.3, 0.4, 0.01], [0.3, 0.9, 0.4], (2000, 3)).astype(np.float32)
-    pubs["points"].publish(convert.numpy_to_pointcloud2(points, stamp_ns, "base"))
-    names = [f"right_j{i}" for i in range(7)] + ["r_close", "l_close"]
-    pubs["joints"].publish(convert.numpy_to_joint_state(names, np.zeros(9), stamp=stamp_ns))
 
 
 def test_lifecycle_and_bad_inputs_keep_the_node_alive(procs: Procs, node: Node) -> None:
@@ -166,11 +80,11 @@ def test_lifecycle_and_bad_inputs_keep_the_node_alive(procs: Procs, node: Node) 
 
     # Bad inputs: truncated cloud data, wrong point_step, zero points, NaN points, a joint state
     # missing joints, stale stamps; then sensor dropout.
-    truncated = convert.numpy_to_pointcloud2(np.zeros((100, 3), np.float32))
+    truncated = convert.numpy_to_pointcloud2(np.zeros((100, 3), np.float32), frame_id="base")
     truncated.data = truncated.data[:-7]
-    wrong_step = convert.numpy_to_pointcloud2(np.zeros((100, 3), np.float32))
+    wrong_step = convert.numpy_to_pointcloud2(np.zeros((100, 3), np.float32), frame_id="base")
     wrong_step.point_step = 8
-    empty = convert.numpy_to_pointcloud2(np.zeros((0, 3), np.float32))
+    empty = convert.numpy_to_pointcloud2(np.zeros((0, 3), np.float32), frame_id="base")
     for bad in (truncated, wrong_step, empty):
         bad.header.stamp = convert.ns_to_stamp(clock.now().nanoseconds)
         pubs["points"].publish(bad)
@@ -210,29 +124,8 @@ def test_invalid_parameters_fail_configure_with_a_clear_message(procs: Procs, no
     assert get_state(node) == "unconfigured" and ctl.poll() is None
     procs.stop()
     log = "".join(p.read_text() for p in tmp_path.glob("controller_node-*.log"))
-    assert "control_rate_hz must be in (0, 1000]" in log
+    assert "control_rate_hz out of range Min: 1.0, Max: 1000.0, value: -5.0" in log
     assert "backend must be one of ['auto', 'torch', 'onnxruntime'], got 'tensorrt'" in log
-
-
-def image_model(path: Path) -> Path:
-    """An (untrained) DiffTORI model that also consumes an 84x84 image."""
-    from difftori_core.checkpoint import save_checkpoint
-    from difftori_core.config import to_dict
-    from difftori_core.envs.metaworld import ACTION_NAMES, JOINT_NAMES
-    from difftori_core.nn.encoders import EncoderConfig
-    from difftori_core.policies import PolicyConfig, PolicySpec, make_policy
-    from difftori_core.processing import ProcessingSpec
-
-    spec = PolicySpec(
-        {"point_cloud": [512, 3], "image": [3, 84, 84], "agent_pos": [9]}, 4, [-1.0] * 4, [1.0] * 4, list(ACTION_NAMES)
-    )
-    cfg = PolicyConfig(encoder=EncoderConfig(image_channels=(8, 16)))
-    extra = {
-        "task": "door-open-v3",
-        "processing": to_dict(ProcessingSpec(keys=("point_cloud", "image", "agent_pos"))),
-        "env": {"joint_names": list(JOINT_NAMES)},
-    }
-    return save_checkpoint(path, make_policy(cfg, spec), {"policy": to_dict(cfg)}, extra)
 
 
 def test_bad_images_are_counted_and_answered_with_the_safe_action(procs: Procs, node: Node, tmp_path: Path) -> None:

@@ -262,6 +262,7 @@ class MetaWorldEnv:
         self.action_low = self.action_space.low.astype(np.float32)
         self.action_high = self.action_space.high.astype(np.float32)
         self.joint_names, self.action_names = JOINT_NAMES, ACTION_NAMES
+        self.step_seconds = float(self._mw.dt)  # simulated seconds per step (frame_skip x timestep)
         self.steps = 0
         self._expert: Any = None
         self._state: np.ndarray | None = None
