@@ -8,8 +8,9 @@ Each variant is a set of `key=value` overrides of `config/rl/<task>.yaml` with `
 `<out>/runs/<variant>-s<seed>`; finished ones (final_eval.json) are skipped, interrupted ones
 resume from their last checkpoint, so re-running the command continues the selection. The
 report, `<out>/validation.md` and `<out>/validation.png`, gives each variant's evaluation return at
-every periodic evaluation (mean over seeds) and its final return per seed; the variant with the
-highest mean final return is the one to make the default.
+every periodic evaluation (mean over seeds) and its final return per seed. Rule: among variants
+that keep DiffTORI's loss, the highest mean final return becomes the default (ties within 5:
+the higher mean over the periodic evaluations); `coef0` (loss off) and `sampling` are references.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from mbrl_compare import ROOT, load_rows, train  # noqa: E402
 # start, a ramp or a smaller weight would keep DiffTORI's gain without the exploration collapse).
 VARIANTS: dict[str, list[str]] = {
     "sampling": ["planner=sampling"],
-    "default": [],
+    "default": ["pg_ramp_steps=0"],  # the loss at full weight from the warm-up's end (the first campaign)
     "coef0": ["agent.difftori_coef=0"],
     "coef0.03": ["agent.difftori_coef=0.03"],
     "start20k": ["pg_start_steps=20000"],
-    "ramp30k": ["pg_ramp_steps=30000"],
+    "ramp30k": ["pg_ramp_steps=30000"],  # chosen: now RLTrainConfig's default
 }
 
 

@@ -154,7 +154,7 @@ def test_following_the_gradient_through_the_optimizer_lowers_the_difftori_loss()
 def test_policy_gradient_schedule_starts_late_ramps_and_weights_the_loss() -> None:
     cfg = RLTrainConfig(warmup_steps=1000, pg_start_steps=4000, pg_ramp_steps=2000)
     assert [cfg.difftori_weight(s) for s in (0, 3999, 4000, 5000, 6000, 9000)] == [0, 0, 0, 0.5, 1, 1]
-    assert RLTrainConfig(warmup_steps=1000).difftori_weight(1000) == 1.0  # default: at warm-up's end
+    assert RLTrainConfig(warmup_steps=1000, pg_ramp_steps=0).difftori_weight(1000) == 1.0  # start: warm-up's end
     with pytest.raises(ValueError, match="pg_ramp_steps"):
         RLTrainConfig(pg_ramp_steps=-1)
     # The weight scales DiffTORI's loss in the step: weight 0 leaves it out, 0.5 halves its gradient.

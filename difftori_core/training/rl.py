@@ -68,7 +68,8 @@ class RLTrainConfig:
     warmup_steps: DiffTORI only: simulator steps acting with the sampling planner.
     pg_start_steps / pg_ramp_steps: DiffTORI only: the policy-gradient loss joins the updates at
         `pg_start_steps` (-1: at `warmup_steps`) and its weight rises linearly from 0 to
-        `agent.difftori_coef` over the next `pg_ramp_steps` simulator steps (0: at once).
+        `agent.difftori_coef` over the next `pg_ramp_steps` simulator steps (0: at once; default
+        30k, chosen on the validation task: benchmarks/mbrl_validation.py).
     eval_every: simulator steps between evaluations; eval_episodes / final_eval_episodes.
     checkpoint_every: episodes between checkpoints.
     """
@@ -83,7 +84,7 @@ class RLTrainConfig:
     seed_episodes: int = 5
     warmup_steps: int = 6000
     pg_start_steps: int = -1
-    pg_ramp_steps: int = 0
+    pg_ramp_steps: int = 30_000  # chosen on cartpole-swingup (benchmarks/results/mbrl/validation)
     eval_every: int = 10_000
     eval_episodes: int = 5
     final_eval_episodes: int = 10
